@@ -1,0 +1,68 @@
+"""trio_pop3: write POP3 servers on trio.
+
+The skeleton layer (:class:`POP3Server`, :class:`POP3Handler`) owns connections, the
+state machine and the wire format; a subclass supplies commands as methods.  The
+mailbox layer (:mod:`trio_pop3.mailbox`) implements all of RFC 1939 over a small
+storage interface.
+"""
+
+from ._config import (
+    DEFAULT_CLEANUP_TIMEOUT as DEFAULT_CLEANUP_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT as DEFAULT_SEND_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    Limits as Limits,
+)
+from ._errors import (
+    AuthenticationFailed as AuthenticationFailed,
+    MailboxError as MailboxError,
+    MailboxInUse as MailboxInUse,
+    POP3Error as POP3Error,
+    ResponseCode as ResponseCode,
+)
+from ._handler import POP3Handler as POP3Handler
+from ._proto._state import STANDARD_COMMANDS as STANDARD_COMMANDS, State as State
+from ._proto._wire import (
+    MessageWriter as MessageWriter,
+    WireSizeCounter as WireSizeCounter,
+    wire_size as wire_size,
+)
+from ._server import DEFAULT_GREETING as DEFAULT_GREETING, POP3Server as POP3Server
+from ._version import __version__ as __version__
+
+__all__ = [
+    "DEFAULT_CLEANUP_TIMEOUT",
+    "DEFAULT_GREETING",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "STANDARD_COMMANDS",
+    "AuthenticationFailed",
+    "Limits",
+    "MailboxError",
+    "MailboxInUse",
+    "MessageWriter",
+    "POP3Error",
+    "POP3Handler",
+    "POP3Server",
+    "ResponseCode",
+    "State",
+    "WireSizeCounter",
+    "__version__",
+    "wire_size",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Show trio_pop3.POP3Server, not trio_pop3._server.POP3Server, in tracebacks/docs.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("trio_pop3._"):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

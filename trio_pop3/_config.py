@@ -1,0 +1,59 @@
+"""Named limits and timeouts, each with the reason for its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_CLEANUP_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
+    "Limits",
+]
+
+#: RFC 1939 section 3: an autologout timer, if any, is at least 10 minutes.
+DEFAULT_IDLE_TIMEOUT = 600.0
+
+#: A TLS handshake is a few round trips; 30 s covers a slow mobile link while a
+#: client that connects and stays silent cannot hold a task for long.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 30.0
+
+#: A client that stops reading in the middle of a RETR would otherwise hold a task,
+#: a maildrop lock and a buffer forever.  60 s of no progress on one send_all of at
+#: most FLUSH_THRESHOLD octets means the client is gone or hostile.
+DEFAULT_SEND_TIMEOUT = 60.0
+
+#: Deadline for the shielded commit() and disconnect() hooks: long enough to unlink
+#: thousands of files and fsync, short enough that a shutdown is never stuck.
+DEFAULT_CLEANUP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Size and count limits of a session.
+
+    Attributes:
+        max_command_line: Longest command line accepted, in octets including CRLF.
+            RFC 2449 section 4 requires accepting 255; longer lines get ``-ERR``.
+        max_auth_line: Longest AUTH command or SASL response line.  RFC 5034 section 4
+            lets SASL responses exceed the command limit; PLAIN with three 255-octet
+            fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
+        max_discard: A single line longer than this is not a command but an attack or
+            a broken client: the connection is dropped.
+        max_bad_commands: Unknown, malformed or wrong-state commands tolerated per
+            connection before it is dropped (Dovecot: 20 after login); None disables.
+    """
+
+    max_command_line: int = 255
+    max_auth_line: int = 8192
+    max_discard: int = 64 * 1024
+    max_bad_commands: int | None = 20
+
+    def __post_init__(self) -> None:
+        if self.max_command_line < 255:
+            raise ValueError("max_command_line must be at least 255 (RFC 2449 section 4)")
+        if self.max_auth_line < self.max_command_line:
+            raise ValueError("max_auth_line must be at least max_command_line")
+        if self.max_discard < self.max_auth_line:
+            raise ValueError("max_discard must be at least max_auth_line")

@@ -1,0 +1,368 @@
+"""POP3Handler: the skeleton a server's commands are written on.
+
+One handler instance serves one connection.  The framework owns the connection,
+the state machine and the wire format; a subclass supplies each command as an
+``async def pop3_NAME(self, arg)`` method.  See :class:`POP3Handler`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import trio
+
+from ._errors import POP3Error, ResponseCode
+from ._proto._commands import format_reply
+from ._proto._receivebuffer import LineTooLong
+from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
+from ._proto._wire import MessageWriter
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["POP3Handler"]
+
+logger = logging.getLogger("trio_pop3")
+
+Line = str | bytes
+
+#: Name of the implementation in CAPA (RFC 2449 section 6.9).
+IMPLEMENTATION = f"trio_pop3 {__version__}"
+
+
+class POP3Handler:
+    """Base class for a POP3 server's commands; one instance per connection.
+
+    Write each command as an ``async def pop3_NAME(self, arg)`` method, where ``arg``
+    is the rest of the line after the command name (``None`` if there is none).  A
+    method is reached only when its command is registered for the current state
+    (:data:`~trio_pop3.STANDARD_COMMANDS`, :attr:`extra_commands`,
+    :meth:`add_command`); anything else goes to :meth:`unknown`.
+
+    QUIT, CAPA and STLS are built in.  Per-connection data lives on the instance.
+
+    Example::
+
+        USERS = {"alice": "secret"}
+
+        class MyHandler(trio_pop3.POP3Handler):
+            async def pop3_USER(self, arg):
+                self.user = arg
+                await self.send_ok("send your password")
+
+            async def pop3_PASS(self, arg):
+                if USERS.get(getattr(self, "user", None)) != arg:
+                    raise trio_pop3.AuthenticationFailed()
+                self.state = "TRANS"
+                await self.send_ok("logged in")
+
+            async def pop3_STAT(self, arg):
+                await self.send_ok("0 0")
+
+        trio.run(trio_pop3.POP3Server(MyHandler, port=1110).serve)
+
+    Shared resources reach a handler through its factory, for example
+    ``POP3Server(functools.partial(MyHandler, db=pool))``.
+    """
+
+    #: Non-standard commands of this class, name -> states, e.g. ``{"XHELLO": ["AUTH"]}``.
+    extra_commands: ClassVar[Mapping[str, Iterable[State | str]]] = {}
+
+    def __init__(self) -> None:
+        self._commands: dict[str, frozenset[State]] = dict(STANDARD_COMMANDS)
+        for name, states in self.extra_commands.items():
+            self.add_command(name, states)
+        self._state = State.CONNECT
+        self._session: Session | None = None
+        self._data: dict[str, Any] = {}
+
+    # -- framework-owned, read-only ------------------------------------------
+    def _attach(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def _s(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("handler is not attached to a connection")
+        return self._session
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client's (host, port), or None on a non-socket stream."""
+        return self._s.peer
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is encrypted (STLS done, or implicit TLS)."""
+        return self._s.tls
+
+    @property
+    def tls_available(self) -> bool:
+        """Whether the server can start TLS on this connection (STLS)."""
+        return self._s.config.ssl_context is not None and not self._s.tls
+
+    @property
+    def state(self) -> State:
+        """The session state, always a :class:`State`.
+
+        Assign a :class:`State` or a case-insensitive name; ``"AUTH"`` and ``"TRANS"``
+        abbreviate AUTHORIZATION and TRANSACTION (as in the Perl original).
+        """
+        return self._state
+
+    @state.setter
+    def state(self, value: State | str) -> None:
+        self._set_state(State.parse(value))
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+
+    # -- the seed's set/get ------------------------------------------------------
+    def set(self, name: str, value: Any) -> Any:
+        """Store per-connection data under ``name`` and return it."""
+        self._data[name] = value
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Return per-connection data stored with :meth:`set`."""
+        return self._data.get(name, default)
+
+    # -- commands ------------------------------------------------------------------
+    def add_command(self, name: str, states: Iterable[State | str] | State | str) -> None:
+        """Allow command ``name`` (any case) in ``states`` for this connection.
+
+        The command runs ``pop3_NAME`` (upper case, ``-`` replaced by ``_``).
+
+        Example::
+
+            def __init__(self):
+                super().__init__()
+                self.add_command("xhello", ["auth", "trans"])
+        """
+        key = normalize_command_name(name)
+        self._commands[key] = self._commands.get(key, frozenset()) | states_of(states)
+
+    def allowed(self, name: str, state: State | None = None) -> bool:
+        """Return whether command ``name`` may run in ``state`` (default: now)."""
+        return (state or self._state) in self._commands.get(name.upper(), frozenset())
+
+    def _command_method(self, name: str) -> Callable[[str | None], Awaitable[None]] | None:
+        if not self.allowed(name):
+            return None
+        method = getattr(self, "pop3_" + name.replace("-", "_"), None)
+        if method is None or not inspect.iscoroutinefunction(method):
+            return None
+        return method  # type: ignore[no-any-return]
+
+    def implements(self, name: str) -> bool:
+        """Return whether a method for command ``name`` exists (for CAPA)."""
+        return inspect.iscoroutinefunction(getattr(self, "pop3_" + name.replace("-", "_"), None))
+
+    # -- replies -----------------------------------------------------------------
+    async def send_ok(self, text: str = "", code: ResponseCode | str | None = None) -> None:
+        """Send ``+OK text`` (with an optional response code)."""
+        await self._s.write(format_reply(True, text, None if code is None else str(code)))
+
+    async def send_err(self, text: str = "", code: ResponseCode | str | None = None) -> None:
+        """Send ``-ERR text``; ``code`` is a response code such as ``ResponseCode.SYS_TEMP``.
+
+        Raising :class:`~trio_pop3.POP3Error` from a command does the same.
+        """
+        await self._s.write(format_reply(False, text, None if code is None else str(code)))
+
+    async def send_data(
+        self,
+        text: str,
+        lines: Iterable[Line] | AsyncIterable[Line],
+        code: ResponseCode | str | None = None,
+    ) -> None:
+        """Send ``+OK text`` and a multi-line body (RFC 1939 section 3).
+
+        Each line (str or bytes, without its line end) gets CRLF; a line beginning with
+        ``.`` is byte-stuffed; the terminating ``.`` is added.  Bytes pass through 8-bit
+        clean; str is encoded as UTF-8.  ``lines`` may be an iterable or an async
+        iterable, so a large body streams without being built in memory.
+        """
+        await self.send_ok(text, code)
+        writer = MessageWriter()
+        write = self._s.write
+        if isinstance(lines, AsyncIterable):
+            async for line in lines:
+                await write(writer.feed(_line_bytes(line) + b"\n"))
+        else:
+            for line in lines:
+                await write(writer.feed(_line_bytes(line) + b"\n"))
+        await write(writer.finish())
+
+    async def send_message(
+        self,
+        text: str,
+        chunks: AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        body_lines: int | None = None,
+    ) -> None:
+        """Send ``+OK text`` and a stored message given as chunks of raw bytes.
+
+        Line ends are normalised to CRLF, lines are byte-stuffed, a missing final line
+        end is added, and the terminating ``.`` follows.  With ``body_lines`` (TOP)
+        only the header, the blank line and that many body lines are sent, and the
+        iteration stops early.
+        """
+        await self.send_ok(text)
+        writer = MessageWriter(body_lines)
+        write = self._s.write
+        if isinstance(chunks, AsyncIterable):
+            iterator = chunks.__aiter__()
+            try:
+                async for chunk in iterator:
+                    await write(writer.feed(chunk))
+                    if writer.done:
+                        break
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        else:
+            for chunk in chunks:
+                await write(writer.feed(chunk))
+                if writer.done:
+                    break
+        await write(writer.finish())
+
+    async def send_raw(self, *lines: Line) -> None:
+        """Send lines exactly as given, each followed by CRLF (no stuffing, no checks)."""
+        await self._s.write(b"".join(_line_bytes(line) + b"\r\n" for line in lines))
+
+    def close_client(self) -> None:
+        """Close the connection after the current command's reply has been sent."""
+        self._s.closing = True
+
+    async def read_line(self, *, limit: int | None = None) -> bytes:
+        """Read one more line from the client (e.g. a SASL response), without its end.
+
+        Pending replies are sent first.
+
+        Raises:
+            POP3Error: the line was longer than ``limit`` (default: the AUTH limit).
+            trio.TooSlowError: the idle timeout passed.
+        """
+        session = self._s
+        line = await session.read_line(self._state, limit)
+        if line is None:
+            raise trio.TooSlowError("client idle")
+        if isinstance(line, LineTooLong):
+            raise POP3Error("Line too long.")
+        session.log_received(b"*** " if line not in (b"*", b"") else line)
+        return line
+
+    # -- hooks -------------------------------------------------------------------
+    async def on_connect(self) -> None:
+        """Called in CONNECT state, before the greeting.
+
+        Raise :class:`~trio_pop3.POP3Error` to refuse the client: its text is sent as
+        ``-ERR`` instead of the greeting, and the connection closes.
+        """
+
+    def greeting(self) -> str:
+        """Return the text of the ``+OK`` greeting (default: the server's option)."""
+        return self._s.config.greeting
+
+    async def commit(self) -> None:
+        """Make the session's changes permanent; called in UPDATE after QUIT.
+
+        It runs shielded from cancellation under the cleanup deadline.  If it raises,
+        QUIT answers ``-ERR`` (a :class:`~trio_pop3.POP3Error`'s text and code, or
+        ``-ERR [SYS/TEMP]``), and the connection closes.
+        """
+
+    async def disconnect(self) -> None:
+        """Called exactly once, last, however the session ended (in DISCONNECT state).
+
+        Roll back what :meth:`commit` did not commit and release resources.  It runs
+        shielded from cancellation under the cleanup deadline.
+        """
+
+    async def unknown(self, command: str, arg: str | None) -> None:
+        """Answer a command that is unknown or not allowed in this state (``-ERR``)."""
+        if command in self._commands and self.implements(command):
+            await self.send_err(f"{command} not allowed in {self._state.name} state.")
+        else:
+            await self.send_err(f"Unknown command: {command[:40]}")
+
+    def capabilities(self) -> list[str]:
+        """Return the CAPA lines for this connection and state (RFC 2449 section 5).
+
+        Computed from what the handler implements; override and extend the list to
+        announce more.
+        """
+        caps = []
+        if self.implements("TOP"):
+            caps.append("TOP")
+        if self.implements("UIDL"):
+            caps.append("UIDL")
+        caps += ["RESP-CODES", "PIPELINING"]
+        if self.tls_available and self._state is State.AUTHORIZATION:
+            caps.append("STLS")
+        caps.append(f"IMPLEMENTATION {IMPLEMENTATION}")
+        return caps
+
+    async def on_tls(self) -> None:
+        """Called after a successful STLS; forget state learned before it (RFC 2595 §4)."""
+
+    # -- built-in commands ---------------------------------------------------------
+    async def pop3_CAPA(self, arg: str | None) -> None:
+        """CAPA (RFC 2449 section 5): list capabilities."""
+        await self.send_data("Capability list follows", self.capabilities())
+
+    async def pop3_QUIT(self, arg: str | None) -> None:
+        """QUIT (RFC 1939 sections 5 and 6).
+
+        From TRANSACTION: enter UPDATE, run :meth:`commit`, then ``+OK``.  From
+        AUTHORIZATION: end without UPDATE.
+        """
+        session = self._s
+        session.closing = True
+        if self._state is State.TRANSACTION:
+            self._set_state(State.UPDATE)
+            error: POP3Error | None = None
+            with trio.move_on_after(session.config.cleanup_timeout, shield=True) as scope:
+                try:
+                    await self.commit()
+                except POP3Error as exc:
+                    error = exc
+                except Exception:
+                    logger.exception("%s commit() failed", session.label)
+                    error = POP3Error("Some deleted messages were not removed.", "SYS/TEMP")
+            if scope.cancelled_caught:
+                logger.warning("%s commit() timed out", session.label)
+                error = POP3Error("Some deleted messages were not removed.", "SYS/TEMP")
+            if error is not None:
+                await self.send_err(error.text, error.code)
+                return
+        await self.send_ok(session.config.goodbye)
+
+    async def pop3_STLS(self, arg: str | None) -> None:
+        """STLS (RFC 2595 section 4): start TLS; only in AUTHORIZATION, before login."""
+        session = self._s
+        context = session.config.ssl_context
+        if session.tls:
+            raise POP3Error("TLS is already active.")
+        if context is None:
+            raise POP3Error("TLS is not available.")
+        await self.send_ok("Begin TLS negotiation now.")
+        await session.flush()
+        # RFC 2595 section 4 / TLS-04: whatever the client pipelined after STLS was
+        # sent in plaintext and could have been injected; it is never executed.
+        dropped = session.inbuf.clear()
+        if dropped:
+            logger.info("%s discarded %d octets pipelined after STLS", session.label, len(dropped))
+        await session.start_tls(context)
+        await self.on_tls()
+
+
+def _line_bytes(line: Line) -> bytes:
+    return line.encode("utf-8") if isinstance(line, str) else bytes(line)

@@ -1,0 +1,112 @@
+"""Parsing command lines and formatting single-line replies (pure functions).
+
+A command line (RFC 1939 section 3) is a keyword, then optionally white space and
+an argument.  The line is split at the first run of white space (the Perl original's
+rule); the keyword is case-insensitive; the argument keeps its case and its inner
+and trailing spaces (PASS takes the whole rest of the line, RFC 1939 section 7).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_COMMAND_NAME",
+    "MAX_REPLY_LINE",
+    "Command",
+    "CommandSyntaxError",
+    "format_reply",
+    "parse_command",
+]
+
+#: Longest keyword accepted.  RFC 2449 section 3 says 3 or 4 characters; extensions
+#: added with ``add_command`` may be longer, but never this long.
+MAX_COMMAND_NAME = 40
+
+#: RFC 2449 section 4: the first line of a response is at most 512 octets with CRLF.
+MAX_REPLY_LINE = 512
+
+_SPLIT = re.compile(r"([^ \t]+)(?:[ \t]+(.*))?", re.DOTALL)
+# Controls other than TAB, and DEL, are not allowed anywhere in a command line.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CODE = re.compile(r"[\x21-\x2e\x30-\x5c\x5e-\x7e]+(?:/[\x21-\x2e\x30-\x5c\x5e-\x7e]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed command line.
+
+    Attributes:
+        name: The keyword, upper case.
+        arg: Everything after the first run of white space, or None.
+    """
+
+    name: str
+    arg: str | None
+
+
+class CommandSyntaxError(ValueError):
+    """The client sent a line that is not a command; the text is safe to send."""
+
+
+def parse_command(line: bytes) -> Command:
+    """Parse one command line (without its line end).
+
+    >>> parse_command(b"pass two  words ")
+    Command(name='PASS', arg='two  words ')
+
+    Raises:
+        CommandSyntaxError: empty line, invalid UTF-8, control characters, or an
+            impossible keyword.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandSyntaxError("Command is not valid UTF-8.") from None
+    if _CONTROLS.search(text):
+        raise CommandSyntaxError("Command contains control characters.")
+    m = _SPLIT.match(text.lstrip(" \t"))
+    if m is None:
+        raise CommandSyntaxError("Empty command.")
+    name, arg = m.group(1), m.group(2)
+    if len(name) > MAX_COMMAND_NAME or not name.isascii() or not name.isprintable():
+        raise CommandSyntaxError("Unknown command.")
+    return Command(name.upper(), arg if arg else None)
+
+
+def _clean(text: str) -> str:
+    # Never let text inject a line end (SEC-06) or start with "[" when it is not a
+    # response code (RFC 2449 section 3, RESP-06).
+    text = _CONTROLS.sub(" ", text.replace("\t", " "))
+    return text
+
+
+def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
+    """Format a single-line reply, at most :data:`MAX_REPLY_LINE` octets with CRLF.
+
+    Control characters in ``text`` become spaces and overlong text is cut at a
+    character boundary, so client input echoed in a reply can never break the
+    protocol (RFC 2449 section 4; RESP-03, SEC-06).
+
+    >>> format_reply(True, "2 320")
+    b'+OK 2 320\\r\\n'
+    >>> format_reply(False, "Mailbox in use.", "IN-USE")
+    b'-ERR [IN-USE] Mailbox in use.\\r\\n'
+
+    Raises:
+        ValueError: ``code`` does not match RFC 2449's response code syntax.
+    """
+    head = "+OK" if ok else "-ERR"
+    if code is not None:
+        code = str(code)
+        if not _CODE.fullmatch(code):
+            raise ValueError(f"invalid response code {code!r}")
+        head = f"{head} [{code}]"
+    text = _clean(text)
+    if code is None and text.startswith("["):
+        text = "(" + text[1:]
+    raw = (f"{head} {text}" if text else head).encode("utf-8")
+    if len(raw) > MAX_REPLY_LINE - 2:
+        raw = raw[: MAX_REPLY_LINE - 2].decode("utf-8", "ignore").encode("utf-8")
+    return raw + b"\r\n"

@@ -1,0 +1,214 @@
+"""Message bodies on the wire: CRLF normalisation, byte-stuffing, sizes and TOP.
+
+Theory of operation
+-------------------
+A stored message is a byte string that may use LF or CRLF line ends (an MDA writing
+Maildir uses LF).  On the wire every line ends in CRLF (RFC 1939 section 3), every line
+that begins with "." gets one more "." in front (byte-stuffing, RFC 1939 section 3,
+including the very first line of the message), a message that does not end in a line
+break gets one, and the response ends with ".\\r\\n".
+
+The size that LIST and STAT report is the number of octets the client receives for
+the message with CRLF line ends, *not* counting the stuffing dots and not counting the
+terminating ".\\r\\n" (RFC 1939 section 11).  Both the writer and the size counter go
+through the same :class:`_Normaliser`, so a size and a RETR can never disagree.
+
+Normalisation rules, applied to a stream of chunks split anywhere:
+
+* ``CRLF`` stays ``CRLF``; a bare ``LF`` becomes ``CRLF``;
+* a lone ``CR`` (not followed by ``LF``) is content and passes through unchanged;
+* if the message is non-empty and does not end with a line break, ``CRLF`` is added.
+
+Everything else (8-bit bytes, NUL) passes through untouched: the wire is 8-bit clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["MessageWriter", "WireSizeCounter", "stuff_lines", "wire_size"]
+
+_CRLF = b"\r\n"
+TERMINATOR = b".\r\n"
+
+
+class _Normaliser:
+    """Turn chunks of a stored message into chunks with CRLF line ends."""
+
+    __slots__ = ("_cr_pending", "at_line_start", "empty")
+
+    def __init__(self) -> None:
+        self._cr_pending = False
+        # True when the output so far is empty or ends with CRLF.
+        self.at_line_start = True
+        self.empty = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._cr_pending:
+            chunk = b"\r" + chunk
+            self._cr_pending = False
+        if chunk.endswith(b"\r"):
+            # It may be the first half of a CRLF split across chunks.
+            chunk = chunk[:-1]
+            self._cr_pending = True
+        if not chunk:
+            return b""
+        if b"\n" in chunk:
+            chunk = chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+            self.at_line_start = chunk.endswith(b"\n")
+        else:
+            self.at_line_start = False
+        self.empty = False
+        return chunk
+
+    def finish(self) -> bytes:
+        """Return what must follow the last chunk to end the message in CRLF."""
+        tail = b""
+        if self._cr_pending:
+            self._cr_pending = False
+            tail = b"\r"
+            self.at_line_start = False
+            self.empty = False
+        if not self.at_line_start:
+            tail += _CRLF
+            self.at_line_start = True
+        return tail
+
+
+class WireSizeCounter:
+    """Count a message's size as sent on the wire, chunk by chunk.
+
+    Example::
+
+        counter = WireSizeCounter()
+        for chunk in (b"Subject: hi\\n", b"\\nbody"):
+            counter.feed(chunk)
+        assert counter.finish() == len(b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
+    """
+
+    __slots__ = ("_norm", "size")
+
+    def __init__(self) -> None:
+        self._norm = _Normaliser()
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Count one more chunk of the stored message."""
+        self.size += len(self._norm.feed(chunk))
+
+    def finish(self) -> int:
+        """Return the total size in octets, including an added final CRLF."""
+        self.size += len(self._norm.finish())
+        return self.size
+
+
+def wire_size(message: bytes) -> int:
+    """Return the RFC 1939 size of a stored message: octets with CRLF line ends.
+
+    Byte-stuffing is not counted (RFC 1939 section 11).
+
+    >>> wire_size(b"a\\nb")
+    6
+    """
+    counter = WireSizeCounter()
+    counter.feed(message)
+    return counter.finish()
+
+
+class MessageWriter:
+    """Turn a stored message into the data lines of a RETR or TOP response.
+
+    Feed the stored bytes in chunks of any size; each call returns wire bytes (CRLF
+    line ends, byte-stuffed).  :meth:`finish` returns the remainder including the
+    terminating ``.\\r\\n``.
+
+    Args:
+        body_lines: ``None`` for the whole message (RETR); for TOP, the number of body
+            lines to send after the header and the blank line that ends it.  When
+            :attr:`done` becomes true the rest of the message is not needed.
+    """
+
+    __slots__ = ("_body_left", "_in_body", "_norm", "_stuff_next", "done")
+
+    def __init__(self, body_lines: int | None = None) -> None:
+        if body_lines is not None and body_lines < 0:
+            raise ValueError("body_lines must be >= 0")
+        self._norm = _Normaliser()
+        self._body_left = body_lines
+        self._in_body = False
+        self._stuff_next = True  # the next output byte starts a line
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return the wire form of ``chunk`` (may be empty)."""
+        if self.done:
+            return b""
+        data = self._norm.feed(chunk)
+        if not data:
+            return data
+        if self._body_left is not None:
+            data = self._limit(data)
+            if not data:
+                return data
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
+        if self._stuff_next and data[0] == 0x2E:  # "."
+            data = b"." + data
+        self._stuff_next = data.endswith(b"\n")
+        return data
+
+    def _limit(self, data: bytes) -> bytes:
+        """Cut normalised data after the header and ``_body_left`` body lines."""
+        assert self._body_left is not None
+        out = []
+        at_start = self._stuff_next
+        pos = 0
+        end = len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            line = data[pos:stop]
+            pos = stop
+            if self._in_body:
+                if self._body_left == 0:
+                    self.done = True
+                    break
+                out.append(line)
+                if nl >= 0:
+                    self._body_left -= 1
+            else:
+                out.append(line)
+                if at_start and line == _CRLF:
+                    self._in_body = True
+            at_start = nl >= 0
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """Return the end of the response: a final CRLF if needed, then ``.CRLF``."""
+        if self.done:
+            return TERMINATOR if self._stuff_next else _CRLF + TERMINATOR
+        tail = self._norm.finish()
+        if tail and self._stuff_next and tail[0] == 0x2E:  # pragma: no cover - tail is CR/CRLF
+            tail = b"." + tail
+        if tail:
+            self._stuff_next = True
+        return tail + TERMINATOR
+
+
+def stuff_lines(lines: Iterable[bytes]) -> bytes:
+    """Format complete lines (without line ends) as a byte-stuffed multi-line body.
+
+    The terminating ``.\\r\\n`` is included.
+
+    >>> stuff_lines([b"1 120", b".hidden"])
+    b'1 120\\r\\n..hidden\\r\\n.\\r\\n'
+    """
+    parts = []
+    for line in lines:
+        if line[:1] == b".":
+            parts.append(b"." + line)
+        else:
+            parts.append(line)
+        parts.append(_CRLF)
+    parts.append(TERMINATOR)
+    return b"".join(parts)

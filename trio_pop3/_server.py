@@ -1,0 +1,222 @@
+"""POP3Server: accepts connections and runs one handler per client."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, final
+
+import trio
+
+from ._config import (
+    DEFAULT_CLEANUP_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    Limits,
+)
+from ._errors import ResponseCode
+from ._handler import POP3Handler
+from ._proto._commands import format_reply
+from ._session import Session, SessionConfig, _ClientGone, run_session
+
+__all__ = ["DEFAULT_GREETING", "POP3Server"]
+
+logger = logging.getLogger("trio_pop3")
+
+#: The greeting's default text (the Perl original said "POP3 ... ready").
+DEFAULT_GREETING = "POP3 trio_pop3 ready."
+
+_Default = object()
+
+
+@final
+class POP3Server:
+    """A POP3 server: listens, and runs a fresh handler for each connection.
+
+    Args:
+        handler_factory: Called with no arguments once per connection; returns the
+            :class:`POP3Handler` for it (a subclass, or ``functools.partial`` of one).
+        port: TCP port for plain POP3 (RFC 1939: 110).  0 picks a free port.
+        host: Address to bind; None means every interface.
+        greeting: Text of the ``+OK`` greeting.
+        goodbye: Text of the ``+OK`` answering QUIT.
+        timeout: Seconds of client silence between commands before the connection
+            is closed without UPDATE (RFC 1939 section 3: at least 600 if any); None
+            disables it.  A ``trio.move_on_after`` around each read.
+        login_timeout: The same before login (AUTHORIZATION state); defaults to
+            ``timeout``.  Dovecot uses 180 s.
+        debug: Log a wire transcript at DEBUG level on the ``trio_pop3`` logger, with
+            PASS, APOP and AUTH arguments masked.
+        send_errors_to_client: When a command method raises an unexpected exception,
+            send its text in the ``-ERR`` (default: a generic text; the text could
+            help an attacker).
+        catch_errors: When True (default) an unexpected exception in a command
+            answers ``-ERR``, is logged with the peer address, and the session goes
+            on.  When False it ends that connection and propagates out of
+            :meth:`serve`.
+        ssl_context: Enables STLS, and implicit TLS when ``pop3s_port`` is set.
+        pop3s_port: TCP port for implicit TLS (RFC 8314: 995), or None.
+        tls_handshake_timeout: Seconds allowed for a TLS handshake.
+        send_timeout: Seconds one write may make no progress before the client is
+            dropped (a client that stops reading mid-RETR).
+        cleanup_timeout: Deadline of the shielded commit() and disconnect() hooks.
+        max_connections: Concurrent connections served; more are answered
+            ``-ERR [SYS/TEMP]`` and closed.  None means no limit.
+        limits: Line lengths and bad-command budget, see :class:`Limits`.
+        hostname: Name used in APOP timestamps and SASL challenges.
+
+    Example::
+
+        server = POP3Server(MyHandler, port=1110)
+        trio.run(server.serve)
+
+    In tests, ``listeners = await nursery.start(server.serve)`` with ``port=0``.
+    """
+
+    def __init__(
+        self,
+        handler_factory: Callable[[], POP3Handler],
+        *,
+        port: int = 110,
+        host: str | None = None,
+        greeting: str = DEFAULT_GREETING,
+        goodbye: str = "goodbye",
+        timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        login_timeout: float | None | Any = _Default,
+        debug: bool = False,
+        send_errors_to_client: bool = False,
+        catch_errors: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        pop3s_port: int | None = None,
+        tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        cleanup_timeout: float = DEFAULT_CLEANUP_TIMEOUT,
+        max_connections: int | None = None,
+        limits: Limits | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        if pop3s_port is not None and ssl_context is None:
+            raise ValueError("pop3s_port needs an ssl_context")
+        if ssl_context is not None and ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2:
+            # RFC 8314 section 4.1 / RFC 8997: TLS 1.2 is the minimum.
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.handler_factory = handler_factory
+        self.port = port
+        self.host = host
+        self.pop3s_port = pop3s_port
+        self.max_connections = max_connections
+        self.config = SessionConfig(
+            greeting=greeting,
+            goodbye=goodbye,
+            idle_timeout=timeout,
+            login_timeout=timeout if login_timeout is _Default else login_timeout,
+            send_timeout=send_timeout,
+            tls_handshake_timeout=tls_handshake_timeout,
+            cleanup_timeout=cleanup_timeout,
+            debug=debug,
+            send_errors_to_client=send_errors_to_client,
+            catch_errors=catch_errors,
+            limits=limits or Limits(),
+            ssl_context=ssl_context,
+            hostname=hostname or socket.gethostname(),
+        )
+        self._active = 0
+
+    @property
+    def active_connections(self) -> int:
+        """Number of connections being served right now."""
+        return self._active
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on ``port`` (and ``pop3s_port``) and serve until cancelled.
+
+        ``task_status.started()`` reports the list of listeners (plain ones first),
+        so tests can bind port 0 and read the real port.
+
+        Cancellation: cancelling ``serve()`` stops accepting and cancels every
+        session; each runs its shielded disconnect hook (rolling back uncommitted
+        changes) before ``serve()`` exits.
+
+        Error handling: an exception from a handler is contained to its connection
+        unless ``catch_errors`` is False.
+        """
+        plain = await trio.open_tcp_listeners(self.port, host=self.host)
+        secure: list[trio.SocketListener] = []
+        if self.pop3s_port is not None:
+            try:
+                secure = await trio.open_tcp_listeners(self.pop3s_port, host=self.host)
+            except BaseException:
+                for listener in plain:
+                    await trio.aclose_forcefully(listener)
+                raise
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(self.serve_listeners, plain))
+            if secure:
+                await nursery.start(partial(self.serve_listeners, secure, implicit_tls=True))
+            task_status.started(plain + secure)
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        implicit_tls: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve connections from ready-made listeners (e.g. memory listeners in tests)."""
+        handler = partial(self.handle_stream, implicit_tls=implicit_tls)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(trio.serve_listeners, handler, list(listeners)))
+            task_status.started()
+
+    async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
+        """Serve one client on ``stream`` until the session ends; closes the stream."""
+        peer = _peer_of(stream)
+        label = f"{peer[0]}:{peer[1]}" if peer else "memory"
+        if self.max_connections is not None and self._active >= self.max_connections:
+            logger.warning("%s refused: %d connections already", label, self._active)
+            await _refuse(stream, "Too many connections, try again later.")
+            return
+        self._active += 1
+        try:
+            session = Session(stream, self.config, peer=peer)
+            if implicit_tls:
+                assert self.config.ssl_context is not None
+                try:
+                    await session.start_tls(self.config.ssl_context)
+                except _ClientGone as exc:
+                    logger.info("%s %s", label, exc)
+                    await trio.aclose_forcefully(stream)
+                    return
+            logger.info("%s connected%s", label, " (TLS)" if session.tls else "")
+            await run_session(self.handler_factory(), session)
+            logger.info("%s disconnected", label)
+        finally:
+            self._active -= 1
+
+
+async def _refuse(stream: trio.abc.Stream, text: str) -> None:
+    with trio.move_on_after(5):
+        try:
+            await stream.send_all(format_reply(False, text, ResponseCode.SYS_TEMP.value))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+def _peer_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return None
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (str(address[0]), int(address[1]))
+    return None

@@ -1,0 +1,294 @@
+"""One client connection: moves bytes, runs the command loop, owns cleanup.
+
+Theory of operation
+-------------------
+The session reads bytes into a bounded :class:`LineBuffer` and dispatches complete
+lines one at a time, strictly in order (RFC 2449 section 6.6, PIPELINING).  Replies
+go into an output buffer that is flushed when the input holds no further complete
+command, or when it grows past :data:`FLUSH_THRESHOLD`: a burst of pipelined
+commands is answered in a few large writes, and a single reply leaves in one write,
+never split into pieces that meet Nagle's algorithm and delayed ACKs.
+
+Every read is wrapped in ``trio.move_on_after(idle timeout)``; every write in
+``trio.fail_after(send timeout)``.  Whatever ends the session (QUIT, EOF, a broken
+socket, a timeout, an exception, cancellation of the server), the ``finally`` block
+moves the handler to DISCONNECT and runs its ``disconnect()`` hook exactly once,
+shielded from cancellation under a deadline, then closes the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._config import Limits
+from ._errors import POP3Error, ResponseCode
+from ._proto._commands import CommandSyntaxError, format_reply, parse_command
+from ._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
+from ._proto._state import State
+
+if TYPE_CHECKING:
+    from ._handler import POP3Handler
+
+__all__ = ["FLUSH_THRESHOLD", "RECEIVE_SIZE", "SessionConfig"]
+
+logger = logging.getLogger("trio_pop3")
+
+#: Bytes asked of the socket per read: one read takes a whole pipelined burst.
+RECEIVE_SIZE = 65536
+
+#: Output is sent once this much is buffered.  256 KiB per send_all keeps a RETR of
+#: a large message streaming (measured: larger buffers bought nothing on loopback)
+#: while bounding memory per session.
+FLUSH_THRESHOLD = 256 * 1024
+
+#: Commands whose arguments are secrets: masked in the debug transcript.
+_SECRET_COMMANDS = frozenset({"PASS", "AUTH", "APOP"})
+
+
+class _ClientGone(Exception):
+    """The peer closed, broke the connection, or stopped reading."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    """What the server tells each session (built by :class:`POP3Server`)."""
+
+    greeting: str
+    goodbye: str
+    idle_timeout: float | None
+    login_timeout: float | None
+    send_timeout: float | None
+    tls_handshake_timeout: float | None
+    cleanup_timeout: float
+    debug: bool
+    send_errors_to_client: bool
+    catch_errors: bool
+    limits: Limits
+    ssl_context: ssl.SSLContext | None
+    hostname: str
+
+
+class Session:
+    """The I/O side of one connection; the handler's send_* methods call into it."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        config: SessionConfig,
+        *,
+        peer: tuple[str, int] | None,
+        tls: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.config = config
+        self.peer = peer
+        self.tls = tls
+        self.closing = False
+        self.bad_commands = 0
+        self.inbuf = LineBuffer(limit=config.limits.max_auth_line, max_discard=config.limits.max_discard)
+        self._out = bytearray()
+        self.label = f"{peer[0]}:{peer[1]}" if peer else "memory"
+
+    # -- output ------------------------------------------------------------
+    async def write(self, data: bytes) -> None:
+        """Queue ``data``; send when the buffer is large."""
+        out = self._out
+        if len(out) + len(data) < FLUSH_THRESHOLD:
+            out += data
+            return
+        if out:
+            out += data
+            await self._send(out)
+            del out[:]
+        else:
+            await self._send(data)
+
+    def queue(self, data: bytes) -> None:
+        """Queue ``data`` without sending (sent at the next flush)."""
+        self._out += data
+
+    async def flush(self) -> None:
+        """Send everything queued."""
+        if self._out:
+            try:
+                await self._send(self._out)
+            finally:
+                del self._out[:]
+
+    async def _send(self, data: bytes | bytearray) -> None:
+        try:
+            if self.config.send_timeout is None:
+                await self.stream.send_all(data)
+            else:
+                with trio.fail_after(self.config.send_timeout):
+                    await self.stream.send_all(data)
+        except trio.TooSlowError:
+            raise _ClientGone("send timed out") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone(str(exc) or type(exc).__name__) from None
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Wrap the stream in TLS and complete the handshake under its timeout.
+
+        Raises:
+            _ClientGone: the handshake failed or timed out.
+        """
+        tls_stream = trio.SSLStream(self.stream, context, server_side=True)
+        await self.handshake(tls_stream)
+        self.stream = tls_stream
+        self.tls = True
+
+    async def handshake(self, tls_stream: trio.SSLStream[trio.abc.Stream]) -> None:
+        """Complete a TLS handshake under the handshake timeout."""
+        timeout = self.config.tls_handshake_timeout
+        try:
+            with trio.fail_after(timeout if timeout is not None else float("inf")):
+                await tls_stream.do_handshake()
+        except trio.TooSlowError:
+            raise _ClientGone("TLS handshake timed out") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone(f"TLS handshake failed: {exc.__cause__ or exc}") from None
+
+    # -- input -------------------------------------------------------------
+    async def read_line(self, state: State, limit: int | None = None) -> bytes | LineTooLong | None:
+        """Return the next line, :class:`LineTooLong`, or None if the idle timer fired.
+
+        Flushes pending output before waiting for the client.
+
+        Raises:
+            _ClientGone: EOF, a broken connection, or a line past the hard cap.
+        """
+        timeout = (
+            self.config.idle_timeout
+            if state is not State.AUTHORIZATION
+            else self.config.login_timeout
+        )
+        while True:
+            try:
+                line = self.inbuf.next_line(limit)
+            except BufferOverflow as exc:
+                raise _ClientGone(str(exc)) from None
+            if line is not None:
+                return line
+            await self.flush()
+            data = b""
+            with trio.move_on_after(timeout if timeout is not None else float("inf")):
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _ClientGone(str(exc) or type(exc).__name__) from None
+                if not data:
+                    raise _ClientGone("end of stream")
+            if not data:
+                return None
+            self.inbuf.feed(data)
+
+    def log_received(self, line: bytes) -> None:
+        if not self.config.debug:
+            return
+        head, _, rest = line.partition(b" ")
+        if head.upper().decode("ascii", "replace") in _SECRET_COMMANDS and rest:
+            line = head + b" ***"
+        logger.debug("%s C: %r", self.label, line)
+
+
+async def run_session(handler: POP3Handler, session: Session) -> None:
+    """Run one POP3 session to its end; the handler's disconnect() always runs."""
+    config = session.config
+    handler._attach(session)
+    try:
+        try:
+            await _converse(handler, session)
+        except _ClientGone as exc:
+            logger.debug("%s connection ended: %s", session.label, exc)
+    finally:
+        handler._set_state(State.DISCONNECT)
+        with trio.move_on_after(config.cleanup_timeout, shield=True) as scope:
+            try:
+                await handler.disconnect()
+            except Exception:
+                logger.exception("%s disconnect() hook failed", session.label)
+            try:
+                await session.flush()
+            except (_ClientGone, trio.Cancelled):
+                pass
+        if scope.cancelled_caught:
+            logger.warning("%s disconnect() hook timed out", session.label)
+        await trio.aclose_forcefully(session.stream)
+
+
+async def _converse(handler: POP3Handler, session: Session) -> None:
+    try:
+        await handler.on_connect()
+    except POP3Error as exc:
+        await handler.send_err(exc.text, exc.code)
+        await session.flush()
+        return
+    if session.closing:
+        await session.flush()
+        return
+    handler._set_state(State.AUTHORIZATION)
+    await handler.send_ok(handler.greeting())
+    limits = session.config.limits
+    while not session.closing:
+        state = handler.state
+        line = await session.read_line(state)
+        if line is None:
+            # RFC 1939 section 3: on autologout, close without UPDATE and without reply.
+            logger.info("%s idle timeout in %s", session.label, state.name)
+            return
+        if isinstance(line, LineTooLong):
+            await _bad_command(handler, session, "Command line too long.")
+            continue
+        session.log_received(line)
+        try:
+            command = parse_command(line)
+        except CommandSyntaxError as exc:
+            await _bad_command(handler, session, str(exc))
+            continue
+        if command.name != "AUTH" and len(line) + 2 > limits.max_command_line:
+            await _bad_command(handler, session, "Command line too long.")
+            continue
+        await _dispatch(handler, session, command.name, command.arg)
+    await session.flush()
+
+
+async def _bad_command(handler: POP3Handler, session: Session, text: str) -> None:
+    await handler.send_err(text)
+    _count_bad(session)
+
+
+def _count_bad(session: Session) -> None:
+    """Count a bad command; past the budget, end the session (like Dovecot)."""
+    session.bad_commands += 1
+    budget = session.config.limits.max_bad_commands
+    if budget is not None and session.bad_commands >= budget:
+        session.queue(format_reply(False, "Too many bad commands."))
+        logger.info("%s disconnected: too many bad commands", session.label)
+        session.closing = True
+
+
+async def _dispatch(handler: POP3Handler, session: Session, name: str, arg: str | None) -> None:
+    method = handler._command_method(name)
+    try:
+        if method is None:
+            await handler.unknown(name, arg)
+            _count_bad(session)
+            return
+        await method(arg)
+    except POP3Error as exc:
+        await handler.send_err(exc.text, exc.code)
+    except (_ClientGone, trio.Cancelled):
+        raise
+    except Exception as exc:
+        config = session.config
+        if not config.catch_errors:
+            raise
+        logger.exception("%s error in %s command", session.label, name)
+        text = f"{type(exc).__name__}: {exc}" if config.send_errors_to_client else "Internal error."
+        await handler.send_err(text, ResponseCode.SYS_TEMP)

@@ -1,0 +1,32 @@
+"""The mailbox layer: RFC 1939 over a small storage interface.
+
+Implement :class:`MailStore` and :class:`Mailbox` (or use :class:`MaildirStore` or
+:class:`MemoryStore`) and an :class:`Authenticator`, and :class:`MailboxHandler`
+does the rest.
+"""
+
+from ._base import (
+    Authenticator as Authenticator,
+    MailStore as MailStore,
+    Mailbox as Mailbox,
+    MessageInfo as MessageInfo,
+    ScramCredentials as ScramCredentials,
+)
+from ._handler import MailboxHandler as MailboxHandler
+from ._memory import (
+    MemoryAuthenticator as MemoryAuthenticator,
+    MemoryMailbox as MemoryMailbox,
+    MemoryStore as MemoryStore,
+)
+
+__all__ = [
+    "Authenticator",
+    "MailStore",
+    "Mailbox",
+    "MailboxHandler",
+    "MemoryAuthenticator",
+    "MemoryMailbox",
+    "MemoryStore",
+    "MessageInfo",
+    "ScramCredentials",
+]

@@ -1,0 +1,293 @@
+"""MailboxHandler: all of RFC 1939 on top of a MailStore and an Authenticator."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+from .._errors import AuthenticationFailed, MailboxError, POP3Error, ResponseCode
+from .._handler import POP3Handler
+from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
+from .._proto._state import State
+from .._session import _ClientGone
+from ._base import Authenticator, MailStore, Mailbox, MessageInfo
+
+__all__ = ["MailboxHandler"]
+
+logger = logging.getLogger("trio_pop3")
+
+#: Octets of randomness in an APOP timestamp: RFC 1939 section 7 requires a
+#: different timestamp for every greeting; 128 bits make them unguessable (GREET-04).
+APOP_RANDOM_BYTES = 16
+
+
+class MailboxHandler(POP3Handler):
+    """A complete RFC 1939 server over a :class:`MailStore` and an :class:`Authenticator`.
+
+    Implements USER, PASS, APOP, STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP and
+    QUIT: stable message numbers, deleted messages invisible to every command,
+    removal only in UPDATE after QUIT, exact sizes.
+
+    Args:
+        store: Opens and locks maildrops.
+        authenticator: Checks passwords (and supplies APOP secrets).
+        apop: Offer APOP (a timestamp in the greeting).  Off by default: it needs
+            plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).
+        allow_insecure_auth: Allow USER/PASS and APOP on a connection that is not
+            encrypted even though the server offers TLS.  Without an SSL context on
+            the server, plaintext login is always allowed.
+
+    Example::
+
+        store = MaildirStore("/var/mail")
+        users = PasswdFileAuthenticator("/etc/trio-pop3/passwd")
+        server = POP3Server(functools.partial(MailboxHandler, store, users))
+    """
+
+    def __init__(
+        self,
+        store: MailStore,
+        authenticator: Authenticator,
+        *,
+        apop: bool = False,
+        allow_insecure_auth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.authenticator = authenticator
+        self.apop_enabled = apop
+        self.allow_insecure_auth = allow_insecure_auth
+        #: The authenticated user, once in TRANSACTION.
+        self.user: str | None = None
+        self.mailbox: Mailbox | None = None
+        self.maildrop: Maildrop[MessageInfo] | None = None
+        self._pending_user: str | None = None
+        self._timestamp: str | None = None
+
+    # -- greeting and capabilities ------------------------------------------------
+    def greeting(self) -> str:
+        """The server's greeting, plus the APOP timestamp when APOP is on (RFC 1939 §7)."""
+        text = super().greeting()
+        if self.apop_enabled:
+            rand = os.urandom(APOP_RANDOM_BYTES).hex()
+            self._timestamp = f"<{os.getpid()}.{time.time_ns()}.{rand}@{self._s.config.hostname}>"
+            text = f"{text} {self._timestamp}"
+        return text
+
+    def plaintext_allowed(self) -> bool:
+        """Whether plaintext logins are allowed on this connection now (RFC 2595 §2.3)."""
+        return self.tls or self.allow_insecure_auth or self._s.config.ssl_context is None
+
+    def capabilities(self) -> list[str]:
+        """CAPA lines: USER only where plaintext login is allowed (TLS-05)."""
+        caps = super().capabilities()
+        extra = []
+        if self.plaintext_allowed():
+            extra.append("USER")
+        extra.append("AUTH-RESP-CODE")
+        return caps[:-1] + extra + caps[-1:]
+
+    # -- authorization ------------------------------------------------------------------
+    def _require_plaintext(self) -> None:
+        if not self.plaintext_allowed():
+            raise POP3Error(
+                "Plaintext authentication disallowed on non-secure connections.",
+                ResponseCode.AUTH,
+            )
+
+    async def pop3_USER(self, arg: str | None) -> None:
+        """USER name (RFC 1939 §7): remember the name; the answer never reveals if it exists."""
+        self._require_plaintext()
+        if arg is None or not arg.strip():
+            raise POP3Error("Missing user name.")
+        self._pending_user = arg.strip()
+        await self.send_ok("Send your password.")
+
+    async def pop3_PASS(self, arg: str | None) -> None:
+        """PASS string (RFC 1939 §7): valid only right after USER."""
+        self._require_plaintext()
+        user, self._pending_user = self._pending_user, None
+        if user is None:
+            raise POP3Error("No user name given.")
+        if arg is None:
+            raise AuthenticationFailed()
+        if not await self.authenticator.check_password(user, arg):
+            await self.login_failed(user)
+        await self.login(user)
+
+    async def pop3_APOP(self, arg: str | None) -> None:
+        """APOP name digest (RFC 1939 §7)."""
+        self._pending_user = None
+        if not self.apop_enabled or self._timestamp is None:
+            raise POP3Error("APOP is not available.")
+        self._require_plaintext()
+        parts = (arg or "").split()
+        if len(parts) != 2:
+            raise POP3Error("Usage: APOP name digest")
+        user, digest = parts
+        secret = await self.authenticator.get_secret(user)
+        expected = hashlib.md5(
+            (self._timestamp + (secret or "\x00")).encode("utf-8"), usedforsecurity=False
+        ).hexdigest()
+        if not hmac.compare_digest(expected, digest.lower()) or secret is None:
+            await self.login_failed(user)
+        await self.login(user)
+
+    async def login_failed(self, user: str) -> None:
+        """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``."""
+        peer = self.peer
+        logger.warning(
+            "authentication failure: user=%s rip=%s", user[:64], peer[0] if peer else "-"
+        )
+        raise AuthenticationFailed()
+
+    async def login(self, user: str) -> None:
+        """Open and lock ``user``'s maildrop, then enter TRANSACTION (RFC 1939 §4).
+
+        Raises:
+            POP3Error: ``[IN-USE]`` or ``[SYS/...]`` when the maildrop can't be opened;
+                the lock is released before the reply (STATE-03).
+        """
+        mailbox = await self.store.open(user)
+        try:
+            messages = await mailbox.list_messages()
+        except BaseException:
+            await mailbox.close()
+            raise
+        self.user = user
+        self.mailbox = mailbox
+        self.maildrop = Maildrop(messages)
+        self.state = State.TRANSACTION
+        peer = self.peer
+        logger.info("login: user=%s rip=%s", user[:64], peer[0] if peer else "-")
+        count, size = self.maildrop.stat()
+        await self.send_ok(f"Logged in, {count} messages ({size} octets).")
+
+    # -- transaction ----------------------------------------------------------------
+    @property
+    def _drop(self) -> Maildrop[MessageInfo]:
+        if self.maildrop is None:  # pragma: no cover - the state table prevents it
+            raise POP3Error("Not logged in.")
+        return self.maildrop
+
+    def _message(self, arg: str | None) -> tuple[int, MessageInfo]:
+        if arg is None:
+            raise POP3Error("Message number required.")
+        try:
+            return self._drop.lookup(arg.strip())
+        except NoSuchMessage as exc:
+            raise POP3Error(str(exc)) from None
+
+    async def pop3_STAT(self, arg: str | None) -> None:
+        """STAT (RFC 1939 §5): ``+OK count size`` of undeleted messages."""
+        count, size = self._drop.stat()
+        await self.send_ok(f"{count} {size}")
+
+    async def pop3_LIST(self, arg: str | None) -> None:
+        """LIST [msg] (RFC 1939 §5): scan listings ``number size``."""
+        if arg is not None and arg.strip():
+            number, message = self._message(arg)
+            await self.send_ok(f"{number} {message.size}")
+            return
+        drop = self._drop
+        count, size = drop.stat()
+        await self.send_data(
+            f"{count} messages ({size} octets)",
+            [f"{n} {m.size}" for n, m in drop.visible()],
+        )
+
+    async def pop3_UIDL(self, arg: str | None) -> None:
+        """UIDL [msg] (RFC 1939 §7): unique-id listings."""
+        if arg is not None and arg.strip():
+            number, message = self._message(arg)
+            await self.send_ok(f"{number} {message.uid}")
+            return
+        await self.send_data("", [f"{n} {m.uid}" for n, m in self._drop.visible()])
+
+    async def pop3_RETR(self, arg: str | None) -> None:
+        """RETR msg (RFC 1939 §5): the whole message, byte-stuffed."""
+        _, message = self._message(arg)
+        await self._send_message(message, f"{message.size} octets", None)
+
+    async def pop3_TOP(self, arg: str | None) -> None:
+        """TOP msg n (RFC 1939 §7): the header, the blank line and n body lines."""
+        parts = (arg or "").split()
+        if len(parts) != 2:
+            raise POP3Error("Usage: TOP message lines")
+        _, message = self._message(parts[0])
+        try:
+            lines = parse_message_number(parts[1])
+        except NoSuchMessage:
+            raise POP3Error("Invalid number of lines.") from None
+        await self._send_message(message, "", lines)
+
+    async def _send_message(self, message: MessageInfo, text: str, lines: int | None) -> None:
+        assert self.mailbox is not None
+        chunks = self.mailbox.read_message(message)
+        # Read the first chunk before "+OK": a message that can't be opened still
+        # gets a clean -ERR.  After "+OK" an error can only end the connection.
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await _aclose(chunks)
+            raise
+        try:
+            await self.send_message(text, _prepend(first, chunks), body_lines=lines)
+        except MailboxError as exc:
+            logger.error("%s message read failed mid-response: %s", self._s.label, exc.text)
+            raise _ClientGone("message read failed") from exc
+
+    async def pop3_DELE(self, arg: str | None) -> None:
+        """DELE msg (RFC 1939 §5): mark the message deleted; removed only at UPDATE."""
+        number, _ = self._message(arg)
+        self._drop.delete(number)
+        await self.send_ok(f"Message {number} deleted.")
+
+    async def pop3_RSET(self, arg: str | None) -> None:
+        """RSET (RFC 1939 §5): unmark all messages."""
+        self._drop.reset()
+        count, size = self._drop.stat()
+        await self.send_ok(f"{count} messages ({size} octets).")
+
+    async def pop3_NOOP(self, arg: str | None) -> None:
+        """NOOP (RFC 1939 §5)."""
+        await self.send_ok()
+
+    # -- update and disconnect ------------------------------------------------------------
+    async def commit(self) -> None:
+        """Remove the messages marked deleted (RFC 1939 §6, UPDATE state)."""
+        if self.mailbox is None or self.maildrop is None:
+            return
+        doomed = self.maildrop.deleted()
+        if doomed:
+            await self.mailbox.remove(doomed)
+            logger.info(
+                "%s user=%s removed %d messages", self._s.label, self.user, len(doomed)
+            )
+
+    async def disconnect(self) -> None:
+        """Release the maildrop lock; uncommitted deletions are simply forgotten."""
+        mailbox, self.mailbox = self.mailbox, None
+        if mailbox is not None:
+            await mailbox.close()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _aclose(rest)
+
+
+async def _aclose(iterator: AsyncIterator[bytes]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
