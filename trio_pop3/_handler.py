@@ -304,6 +304,8 @@ class POP3Handler:
             caps.append("TOP")
         if self.implements("UIDL"):
             caps.append("UIDL")
+        if self.implements("USER"):
+            caps.append("USER")
         caps += ["RESP-CODES", "PIPELINING"]
         if self.tls_available and self._state is State.AUTHORIZATION:
             caps.append("STLS")

@@ -85,11 +85,10 @@ class MailboxHandler(POP3Handler):
     def capabilities(self) -> list[str]:
         """CAPA lines: USER only where plaintext login is allowed (TLS-05)."""
         caps = super().capabilities()
-        extra = []
-        if self.plaintext_allowed():
-            extra.append("USER")
-        extra.append("AUTH-RESP-CODE")
-        return caps[:-1] + extra + caps[-1:]
+        if not self.plaintext_allowed():
+            caps.remove("USER")
+        caps.insert(caps.index("PIPELINING") + 1, "AUTH-RESP-CODE")
+        return caps
 
     # -- authorization ------------------------------------------------------------------
     def _require_plaintext(self) -> None:

@@ -1,0 +1,337 @@
+"""The ``trio-pop3`` command: serve Maildirs, hash passwords, run a demo."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import logging
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from ._config import DEFAULT_IDLE_TIMEOUT
+from ._server import POP3Server
+from ._version import __version__
+from .mailbox import Authenticator, MailboxHandler, MailStore
+
+__all__ = ["main"]
+
+logger = logging.getLogger("trio_pop3")
+
+#: Port of the demo server: an unprivileged stand-in for 110.
+DEMO_PORT = 1110
+
+#: Login timeout of the CLI server: Dovecot's 3 minutes before login; after login
+#: the RFC 1939 minimum of 10 minutes applies.
+CLI_LOGIN_TIMEOUT = 180.0
+
+
+class UsageError(Exception):
+    """A bad command line or configuration: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``trio-pop3``."""
+    parser = _Parser(prog="trio-pop3", description="A POP3 server for Maildirs, on trio.")
+    parser.add_argument("--version", action="version", version=f"trio-pop3 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="serve Maildirs to users of a passwd-file")
+    serve.add_argument("--host", default=None, help="address to listen on (default: all)")
+    serve.add_argument("--port", type=_port, default=110, help="POP3 port (default: 110)")
+    serve.add_argument("--maildir-root", required=True, type=Path, help="ROOT/<user>/ is a Maildir")
+    serve.add_argument("--users", required=True, type=Path, help="Dovecot-style passwd-file")
+    serve.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="idle seconds after login (default: 600, RFC 1939's minimum)",
+    )
+    serve.add_argument(
+        "--login-timeout",
+        type=_positive_float,
+        default=CLI_LOGIN_TIMEOUT,
+        help="idle seconds before login (default: 180)",
+    )
+    serve.add_argument("--max-connections", type=_count, default=None, help="concurrent clients")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key")
+    serve.add_argument("--pop3s-port", type=_port, default=None, help="implicit-TLS port (995)")
+    serve.add_argument(
+        "--allow-insecure-auth",
+        action="store_true",
+        help="allow plaintext logins without TLS even when TLS is configured",
+    )
+    serve.add_argument("--apop", action="store_true", help="offer APOP (needs {PLAIN} secrets)")
+    serve.add_argument("--debug", action="store_true", help="log a wire transcript")
+
+    hashp = sub.add_parser("hash-password", help="print a passwd-file password hash")
+    hashp.add_argument("--scheme", default="SSHA512", help="scheme (default: SSHA512)")
+    hashp.add_argument("--password", help="the password (default: prompt, or read stdin)")
+
+    demo = sub.add_parser("demo", help="serve sample mail on 127.0.0.1, no set-up needed")
+    demo.add_argument("--port", type=_port, default=DEMO_PORT, help="port (default: 1110)")
+    demo.add_argument("--debug", action="store_true", help="log a wire transcript")
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s trio-pop3[%(process)d]: %(levelname)s %(message)s",
+    )
+
+
+def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key must be given together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8314 section 4.1
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS certificate/key: {exc}") from None
+    return context
+
+
+async def _serve_until_signal(server: POP3Server, on_ready: Callable[[list[str]], None]) -> None:
+    """Serve until SIGINT or SIGTERM, then stop and roll back every open session."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                listeners = await nursery.start(server.serve)
+            except OSError as exc:
+                raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
+            on_ready([_address(listener) for listener in listeners])
+            async for signum in signals:
+                logger.info("received %s, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _address(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._passwd import PasswdFileAuthenticator, PasswdFileError
+    from .mailbox._maildir import MaildirStore
+
+    _setup_logging(args.debug)
+    if not args.maildir_root.is_dir():
+        raise UsageError(f"--maildir-root {args.maildir_root}: not a directory")
+    try:
+        authenticator = PasswdFileAuthenticator(args.users)
+    except PasswdFileError as exc:
+        raise UsageError(str(exc)) from None
+    context = _ssl_context(args.tls_cert, args.tls_key)
+    if args.pop3s_port is not None and context is None:
+        raise UsageError("--pop3s-port needs --tls-cert and --tls-key")
+    store = MaildirStore(args.maildir_root)
+    server = _make_server(
+        store,
+        authenticator,
+        port=args.port,
+        host=args.host,
+        timeout=args.timeout,
+        login_timeout=args.login_timeout,
+        max_connections=args.max_connections,
+        ssl_context=context,
+        pop3s_port=args.pop3s_port,
+        allow_insecure_auth=args.allow_insecure_auth,
+        apop=args.apop,
+        debug=args.debug,
+    )
+
+    def ready(addresses: list[str]) -> None:
+        logger.info("listening on %s", ", ".join(addresses))
+
+    trio.run(_serve_until_signal, server, ready)
+    return 0
+
+
+def _make_server(
+    store: MailStore,
+    authenticator: Authenticator,
+    *,
+    allow_insecure_auth: bool = False,
+    apop: bool = False,
+    **options: object,
+) -> POP3Server:
+    factory = functools.partial(
+        MailboxHandler, store, authenticator, apop=apop, allow_insecure_auth=allow_insecure_auth
+    )
+    return POP3Server(factory, **options)  # type: ignore[arg-type]
+
+
+def _cmd_hash_password(args: argparse.Namespace) -> int:
+    from ._passwd import UnsupportedScheme, hash_password
+
+    password = args.password
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise UsageError("passwords do not match")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password, args.scheme))
+    except (UnsupportedScheme, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo"
+
+DEMO_MESSAGES = [
+    b"From: trio_pop3 <demo@example.org>\nTo: demo@example.org\n"
+    b"Subject: Welcome to trio_pop3\n\n"
+    b"This message was served by trio_pop3's demo server.\n"
+    b".This line starts with a dot and is byte-stuffed on the wire.\n"
+    b"\nDelete me with DELE and QUIT; the demo Maildir is thrown away at exit.\n",
+    b"From: trio_pop3 <demo@example.org>\nTo: demo@example.org\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\nMIME-Version: 1.0\n"
+    b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+    b"Gr\xc3\xbc\xc3\x9fe aus trio_pop3! 8-bit bodies pass through untouched.\n",
+    b"From: trio_pop3 <demo@example.org>\nTo: demo@example.org\nSubject: A short one\n\n.\n",
+]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._passwd import PasswdFileAuthenticator
+    from .mailbox._maildir import MaildirStore, deliver
+
+    _setup_logging(args.debug)
+    tmp = Path(tempfile.mkdtemp(prefix="trio-pop3-demo-"))
+    try:
+        maildir = tmp / "mail" / DEMO_USER
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, mode=0o700)
+        for message in DEMO_MESSAGES:
+            deliver(maildir, message)
+        users = tmp / "passwd"
+        users.write_text(f"{DEMO_USER}:{{PLAIN}}{DEMO_PASSWORD}\n")
+        server = _make_server(
+            MaildirStore(tmp / "mail"),
+            PasswdFileAuthenticator(users),
+            port=args.port,
+            host="127.0.0.1",
+            debug=args.debug,
+        )
+
+        def ready(addresses: list[str]) -> None:
+            port = addresses[0].rsplit(":", 1)[1]
+            print(_demo_instructions(port), flush=True)
+
+        trio.run(_serve_until_signal, server, ready)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _demo_instructions(port: str) -> str:
+    u, p = DEMO_USER, DEMO_PASSWORD
+    return f"""\
+trio-pop3 demo: serving {len(DEMO_MESSAGES)} sample messages on 127.0.0.1:{port}
+  user: {u}   password: {p}   (Ctrl-C stops it and deletes the demo Maildir)
+
+Read the mail with curl:
+  curl pop3://{u}:{p}@127.0.0.1:{port}/          # list messages
+  curl pop3://{u}:{p}@127.0.0.1:{port}/1         # retrieve message 1
+
+or with Python's poplib:
+  python3 -c "import poplib; p = poplib.POP3('127.0.0.1', {port}); p.user('{u}'); \\
+p.pass_('{p}'); print(p.stat()); print(b'\\n'.join(p.retr(1)[1]).decode()); p.quit()"
+"""
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _cmd_serve,
+    "hash-password": _cmd_hash_password,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``trio-pop3``; returns the exit status.
+
+    A bad command line or configuration prints one line to stderr and returns 2;
+    SIGINT and SIGTERM stop the server cleanly with status 0.
+    """
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            return _COMMANDS[args.command](args)
+        except* UsageError as group:
+            # trio.run() wraps errors raised inside nurseries in exception groups.
+            raise _first(group) from None
+    except UsageError as exc:
+        print(f"trio-pop3: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 0
+
+
+def _first(group: BaseExceptionGroup[UsageError]) -> UsageError:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, UsageError)
+    return exc
+
+
+def _entry() -> NoReturn:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()
