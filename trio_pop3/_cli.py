@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve Maildirs to users of a passwd-file")
     serve.add_argument("--host", default=None, help="address to listen on (default: all)")
     serve.add_argument("--port", type=_port, default=110, help="POP3 port (default: 110)")
-    serve.add_argument("--maildir-root", required=True, type=Path, help="ROOT/<user>/ is a Maildir")
+    serve.add_argument(
+        "--maildir-root", required=True, type=Path, help="ROOT/<user>/ is a Maildir"
+    )
     serve.add_argument("--users", required=True, type=Path, help="Dovecot-style passwd-file")
     serve.add_argument(
         "--timeout",

@@ -13,7 +13,7 @@ __all__ = [
 ]
 
 
-class ResponseCode(str, enum.Enum):
+class ResponseCode(enum.StrEnum):
     """Extended response codes (RFC 2449 section 8, RFC 3206, RFC 6856 section 5).
 
     A code is rendered in square brackets right after ``-ERR`` or ``+OK``.
@@ -31,9 +31,6 @@ class ResponseCode(str, enum.Enum):
     AUTH = "AUTH"
     #: The message needs UTF-8 mode (RFC 6856 section 5).
     UTF8 = "UTF8"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class POP3Error(Exception):

@@ -86,7 +86,7 @@ class POP3Server:
         greeting: str = DEFAULT_GREETING,
         goodbye: str = "goodbye",
         timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-        login_timeout: float | None | Any = _Default,
+        login_timeout: float | Any | None = _Default,
         debug: bool = False,
         send_errors_to_client: bool = False,
         catch_errors: bool = True,

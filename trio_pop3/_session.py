@@ -90,7 +90,9 @@ class Session:
         self.tls = tls
         self.closing = False
         self.bad_commands = 0
-        self.inbuf = LineBuffer(limit=config.limits.max_auth_line, max_discard=config.limits.max_discard)
+        self.inbuf = LineBuffer(
+            limit=config.limits.max_auth_line, max_discard=config.limits.max_discard
+        )
         self._out = bytearray()
         self.label = f"{peer[0]}:{peer[1]}" if peer else "memory"
 
@@ -107,6 +109,10 @@ class Session:
             del out[:]
         else:
             await self._send(data)
+
+    def is_closing(self) -> bool:
+        """Whether the session ends after the current command."""
+        return self.closing
 
     def queue(self, data: bytes) -> None:
         """Queue ``data`` without sending (sent at the next flush)."""
@@ -155,7 +161,9 @@ class Session:
             raise _ClientGone(f"TLS handshake failed: {exc.__cause__ or exc}") from None
 
     # -- input -------------------------------------------------------------
-    async def read_line(self, state: State, limit: int | None = None) -> bytes | LineTooLong | None:
+    async def read_line(
+        self, state: State, limit: int | None = None
+    ) -> bytes | LineTooLong | None:
         """Return the next line, :class:`LineTooLong`, or None if the idle timer fired.
 
         Flushes pending output before waiting for the client.
@@ -176,7 +184,7 @@ class Session:
             if line is not None:
                 return line
             await self.flush()
-            data = b""
+            data: bytes | bytearray = b""
             with trio.move_on_after(timeout if timeout is not None else float("inf")):
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -229,13 +237,13 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
         await handler.send_err(exc.text, exc.code)
         await session.flush()
         return
-    if session.closing:
+    if session.is_closing():
         await session.flush()
         return
     handler._set_state(State.AUTHORIZATION)
     await handler.send_ok(handler.greeting())
     limits = session.config.limits
-    while not session.closing:
+    while not session.is_closing():
         state = handler.state
         line = await session.read_line(state)
         if line is None:
@@ -290,5 +298,7 @@ async def _dispatch(handler: POP3Handler, session: Session, name: str, arg: str 
         if not config.catch_errors:
             raise
         logger.exception("%s error in %s command", session.label, name)
-        text = f"{type(exc).__name__}: {exc}" if config.send_errors_to_client else "Internal error."
+        text = (
+            f"{type(exc).__name__}: {exc}" if config.send_errors_to_client else "Internal error."
+        )
         await handler.send_err(text, ResponseCode.SYS_TEMP)

@@ -21,7 +21,7 @@ __all__ = ["MAX_MESSAGE_NUMBER_DIGITS", "Maildrop", "NoSuchMessage", "parse_mess
 #: (WIRE-10: no absurd digit strings); 10**18 messages is beyond any maildrop.
 MAX_MESSAGE_NUMBER_DIGITS = 18
 
-_NUMBER = re.compile(r"[0-9]{1,%d}" % MAX_MESSAGE_NUMBER_DIGITS)
+_NUMBER = re.compile(f"[0-9]{{1,{MAX_MESSAGE_NUMBER_DIGITS}}}")
 
 
 class _Sized(Protocol):

@@ -55,7 +55,7 @@ class LineBuffer:
     def __len__(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Add received bytes."""
         self._buf += data
 

@@ -14,7 +14,7 @@ from .._handler import POP3Handler
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._state import State
 from .._session import _ClientGone
-from ._base import Authenticator, MailStore, Mailbox, MessageInfo
+from ._base import Authenticator, Mailbox, MailStore, MessageInfo
 
 __all__ = ["MailboxHandler"]
 
@@ -266,9 +266,7 @@ class MailboxHandler(POP3Handler):
         doomed = self.maildrop.deleted()
         if doomed:
             await self.mailbox.remove(doomed)
-            logger.info(
-                "%s user=%s removed %d messages", self._s.label, self.user, len(doomed)
-            )
+            logger.info("%s user=%s removed %d messages", self._s.label, self.user, len(doomed))
 
     async def disconnect(self) -> None:
         """Release the maildrop lock; uncommitted deletions are simply forgotten."""

@@ -10,7 +10,7 @@ from typing import final
 
 from .._errors import MailboxInUse
 from .._proto._wire import wire_size
-from ._base import Authenticator, MailStore, Mailbox, MessageInfo
+from ._base import Authenticator, Mailbox, MailStore, MessageInfo
 
 __all__ = ["MemoryAuthenticator", "MemoryMailbox", "MemoryStore"]
 
