@@ -8,48 +8,26 @@ storage interface.
 
 from ._config import (
     DEFAULT_CLEANUP_TIMEOUT as DEFAULT_CLEANUP_TIMEOUT,
-)
-from ._config import (
     DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT,
-)
-from ._config import (
     DEFAULT_SEND_TIMEOUT as DEFAULT_SEND_TIMEOUT,
-)
-from ._config import (
     DEFAULT_TLS_HANDSHAKE_TIMEOUT as DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-)
-from ._config import (
     Limits as Limits,
 )
 from ._errors import (
     AuthenticationFailed as AuthenticationFailed,
-)
-from ._errors import (
     MailboxError as MailboxError,
-)
-from ._errors import (
     MailboxInUse as MailboxInUse,
-)
-from ._errors import (
     POP3Error as POP3Error,
-)
-from ._errors import (
     ResponseCode as ResponseCode,
 )
 from ._handler import POP3Handler as POP3Handler
-from ._proto._state import STANDARD_COMMANDS as STANDARD_COMMANDS
-from ._proto._state import State as State
+from ._proto._state import STANDARD_COMMANDS as STANDARD_COMMANDS, State as State
 from ._proto._wire import (
     MessageWriter as MessageWriter,
-)
-from ._proto._wire import (
     WireSizeCounter as WireSizeCounter,
-)
-from ._proto._wire import (
     wire_size as wire_size,
 )
-from ._server import DEFAULT_GREETING as DEFAULT_GREETING
-from ._server import POP3Server as POP3Server
+from ._server import DEFAULT_GREETING as DEFAULT_GREETING, POP3Server as POP3Server
 from ._version import __version__ as __version__
 
 __all__ = [

@@ -7,8 +7,8 @@ does the rest.
 
 from ._base import (
     Authenticator as Authenticator,
-    MailStore as MailStore,
     Mailbox as Mailbox,
+    MailStore as MailStore,
     MessageInfo as MessageInfo,
     ScramCredentials as ScramCredentials,
 )
