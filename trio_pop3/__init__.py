@@ -27,6 +27,16 @@ from ._proto._wire import (
     WireSizeCounter as WireSizeCounter,
     wire_size as wire_size,
 )
+from ._sasl import (
+    DEFAULT_MECHANISMS as DEFAULT_MECHANISMS,
+    CramMD5Mechanism as CramMD5Mechanism,
+    LoginMechanism as LoginMechanism,
+    PlainMechanism as PlainMechanism,
+    SASLCancelled as SASLCancelled,
+    SASLExchange as SASLExchange,
+    SASLMechanism as SASLMechanism,
+    ScramSHA256Mechanism as ScramSHA256Mechanism,
+)
 from ._server import DEFAULT_GREETING as DEFAULT_GREETING, POP3Server as POP3Server
 from ._version import __version__ as __version__
 
@@ -34,18 +44,26 @@ __all__ = [
     "DEFAULT_CLEANUP_TIMEOUT",
     "DEFAULT_GREETING",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MECHANISMS",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "STANDARD_COMMANDS",
     "AuthenticationFailed",
+    "CramMD5Mechanism",
     "Limits",
+    "LoginMechanism",
     "MailboxError",
     "MailboxInUse",
     "MessageWriter",
     "POP3Error",
     "POP3Handler",
     "POP3Server",
+    "PlainMechanism",
     "ResponseCode",
+    "SASLCancelled",
+    "SASLExchange",
+    "SASLMechanism",
+    "ScramSHA256Mechanism",
     "State",
     "WireSizeCounter",
     "__version__",

@@ -438,10 +438,16 @@ def parse_scram_client_first(message: bytes) -> ScramClientFirst:
     )
 
 
-def _fake_secrets(username: str) -> _FakeSecrets:
+def _fake_secrets(username: str, iterations: int) -> _FakeSecrets:
+    try:
+        # Derive from the name as it is looked up, so that two spellings of one unknown
+        # user get one salt, just as they would for a real user.
+        username = saslprep(username)
+    except ValueError:
+        pass
     salt = hmac.digest(_SCRAM_FAKE_SALT_KEY, username.encode("utf-8"), "sha256")
     return _FakeSecrets(
-        iterations=SCRAM_DEFAULT_ITERATIONS,
+        iterations=iterations,
         salt=salt[:_SCRAM_FAKE_SALT_OCTETS],
         # Random keys: no proof can match, yet verification does the same work.
         stored_key=secrets.token_bytes(_SHA256_OCTETS),
@@ -460,6 +466,8 @@ class ScramServer:
             (SCRAM-11).
         server_nonce: The server's part of the nonce; by default a fresh random one
             (SCRAM-03).  Inject one only in tests.
+        fake_iterations: The iteration count announced for an unknown user; make it
+            the count your real credentials use, or the difference gives users away.
 
     Attributes:
         server_first: The server-first-message to send as a challenge.
@@ -474,6 +482,7 @@ class ScramServer:
         credentials: ScramSecrets | None,
         *,
         server_nonce: str | None = None,
+        fake_iterations: int = SCRAM_DEFAULT_ITERATIONS,
     ) -> None:
         if server_nonce is None:
             server_nonce = secrets.token_urlsafe(_SCRAM_NONCE_OCTETS)
@@ -481,7 +490,9 @@ class ScramServer:
             raise ValueError("a SCRAM nonce is printable ASCII without ','")
         self._client_first = client_first
         self._secrets: ScramSecrets = (
-            _fake_secrets(client_first.username) if credentials is None else credentials
+            _fake_secrets(client_first.username, fake_iterations)
+            if credentials is None
+            else credentials
         )
         self._done = False
         self.nonce = client_first.client_nonce + server_nonce

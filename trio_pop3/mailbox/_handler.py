@@ -7,12 +7,22 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
 
 from .._errors import AuthenticationFailed, MailboxError, POP3Error, ResponseCode
 from .._handler import POP3Handler
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._state import State
+from .._sasl import (
+    DEFAULT_MECHANISMS,
+    SASLCancelled,
+    SASLMechanism,
+    decode_client_initial_response,
+    decode_client_response,
+    format_challenge,
+)
 from .._session import _ClientGone
 from ._base import Authenticator, Mailbox, MailStore, MessageInfo
 
@@ -37,9 +47,11 @@ class MailboxHandler(POP3Handler):
         authenticator: Checks passwords (and supplies APOP secrets).
         apop: Offer APOP (a timestamp in the greeting).  Off by default: it needs
             plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).
-        allow_insecure_auth: Allow USER/PASS and APOP on a connection that is not
-            encrypted even though the server offers TLS.  Without an SSL context on
-            the server, plaintext login is always allowed.
+        allow_insecure_auth: Allow USER/PASS, APOP and plaintext SASL mechanisms on a
+            connection that is not encrypted even though the server offers TLS.
+            Without an SSL context on the server, plaintext login is always allowed.
+        mechanisms: SASL mechanisms offered by AUTH (RFC 5034), in CAPA order.  Add
+            your own :class:`~trio_pop3.SASLMechanism` subclass here.
 
     Example::
 
@@ -55,12 +67,14 @@ class MailboxHandler(POP3Handler):
         *,
         apop: bool = False,
         allow_insecure_auth: bool = False,
+        mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
     ) -> None:
         super().__init__()
         self.store = store
         self.authenticator = authenticator
         self.apop_enabled = apop
         self.allow_insecure_auth = allow_insecure_auth
+        self.mechanisms = tuple(mechanisms)
         #: The authenticated user, once in TRANSACTION.
         self.user: str | None = None
         self.mailbox: Mailbox | None = None
@@ -87,6 +101,10 @@ class MailboxHandler(POP3Handler):
         caps = super().capabilities()
         if not self.plaintext_allowed():
             caps.remove("USER")
+        offered = self.offered_mechanisms()
+        if offered:
+            # RFC 5034 section 3 / SASL-17: announced in both states.
+            caps.insert(caps.index("RESP-CODES"), "SASL " + " ".join(m.name for m in offered))
         caps.insert(caps.index("PIPELINING") + 1, "AUTH-RESP-CODE")
         return caps
 
@@ -136,7 +154,45 @@ class MailboxHandler(POP3Handler):
             await self.login_failed(user)
         await self.login(user)
 
-    async def login_failed(self, user: str) -> None:
+    def offered_mechanisms(self) -> list[SASLMechanism]:
+        """The SASL mechanisms usable on this connection now (plaintext ones need TLS)."""
+        plaintext = self.plaintext_allowed()
+        return [m for m in self.mechanisms if plaintext or not m.plaintext]
+
+    async def pop3_AUTH(self, arg: str | None) -> None:
+        """AUTH mechanism [initial-response] (RFC 5034 section 4).
+
+        ``AUTH`` alone lists the mechanisms (what some Outlook versions send).  A failed
+        exchange leaves the session as if AUTH had never been issued (SASL-14).
+        """
+        self._pending_user = None
+        offered = self.offered_mechanisms()
+        if arg is None or not arg.strip():
+            await self.send_data("", [m.name for m in offered])
+            return
+        name, _, rest = arg.strip().partition(" ")
+        mechanism = next((m for m in self.mechanisms if m.name == name.upper()), None)
+        if mechanism is None:
+            raise POP3Error("Unsupported authentication mechanism.", ResponseCode.AUTH)
+        if mechanism not in offered:
+            raise POP3Error(
+                "Plaintext authentication disallowed on non-secure connections.",
+                ResponseCode.AUTH,
+            )
+        initial = decode_client_initial_response(rest.strip()) if rest.strip() else None
+        if initial is not None and not mechanism.initial_response:
+            # RFC 5034 section 4 (SASL-08): this mechanism starts with a server challenge.
+            raise POP3Error("This mechanism does not take an initial response.")
+        exchange = _Exchange(self, initial)
+        try:
+            user = await mechanism.authenticate(exchange)
+        except SASLCancelled:
+            raise
+        except AuthenticationFailed:
+            await self.login_failed(exchange.user_hint or "-")
+        await self.login(user)
+
+    async def login_failed(self, user: str) -> NoReturn:
         """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``."""
         peer = self.peer
         logger.warning(
@@ -273,6 +329,33 @@ class MailboxHandler(POP3Handler):
         mailbox, self.mailbox = self.mailbox, None
         if mailbox is not None:
             await mailbox.close()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """MailboxHandler's side of one SASL exchange (:class:`trio_pop3.SASLExchange`)."""
+
+    handler: MailboxHandler
+    initial_response: bytes | None
+    user_hint: str | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.handler.tls
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self.handler.authenticator
+
+    @property
+    def hostname(self) -> str:
+        return self.handler._s.config.hostname
+
+    async def challenge(self, data: bytes) -> bytes:
+        handler = self.handler
+        await handler.send_raw(format_challenge(data))
+        line = await handler.read_line(limit=handler._s.config.limits.max_auth_line)
+        return decode_client_response(line)
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
