@@ -1,0 +1,826 @@
+"""Tests of trio_pop3._passwd: password schemes, passwd-files, the authenticator."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, strategies as st
+
+from trio_pop3 import _passwd
+from trio_pop3._passwd import (
+    ARGON2_MEMORY_COST,
+    ARGON2_PARALLELISM,
+    ARGON2_TIME_COST,
+    BCRYPT_ROUNDS,
+    DEFAULT_SCHEME,
+    HASH_THREADS,
+    RELOAD_CHECK_INTERVAL,
+    SCRAM_ITERATIONS,
+    SUPPORTED_SCHEMES,
+    PasswdFile,
+    PasswdFileAuthenticator,
+    PasswdFileError,
+    ScramCredentials,
+    UnsupportedScheme,
+    default_hash_limiter,
+    hash_password,
+    scram_sha256_credentials,
+    verify_password,
+)
+from trio_pop3.mailbox import Authenticator
+
+# --------------------------------------------------------------------------------------
+# Reference hashes.  All of these came from `doveadm pw -s <SCHEME> -p <password>`,
+# Dovecot 2.3.19.1 (Debian 12); every one also passed `doveadm pw -t`.
+
+NBSP_PASSWORD = "pass\u00a0word"  # SASLprep maps U+00A0 to a plain space
+
+DOVEADM_VECTORS: list[tuple[str, str]] = [
+    ("secret", "{PLAIN}secret"),
+    ("secret", "{CLEARTEXT}secret"),
+    ("secret", "{PLAIN.B64}c2VjcmV0"),
+    ("secret", "{PLAIN.HEX}736563726574"),
+    ("correct horse:battery", "{PLAIN.B64}Y29ycmVjdCBob3JzZTpiYXR0ZXJ5"),
+    ("secret", "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="),
+    ("secret", "{SHA256.B64}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="),
+    ("secret", "{SHA256.HEX}2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),
+    ("secret", "{SSHA256}xfE9LBhukWQLn/4UqZh5Vic8Zx2Gn0MrLoUB+XxsPer8FoGq"),
+    ("secret", "{SSHA256.B64}lBNVuW9kdqXA/4VzT3f1KAPwWOZXkbICGJ+Rh6odV6hrlPMz"),
+    (
+        "secret",
+        "{SSHA256.HEX}55c460a03e469fce185687af0a839212e9cba1fdd687e47787d595ef2d2e040d3ffb97ea",
+    ),
+    ("pässword", "{SSHA256}7d6DiPZYl9UwZRf0k5vcV+D6Lto2Qtf1ISArcB91S1c5f/B8"),
+    (
+        "secret",
+        "{SHA512}vSsar3708Jvp9Szi2NWZZ02Bqp1qRCFpbcTZPdBhnWgs5WtNZKnvCXdhztmeD2cmW192CF5bDufKRpayrW/isg==",
+    ),
+    (
+        "pässword",
+        "{SHA512.HEX}285de271b49e00ef6819cf0abbf0315e97c25cba3616167c770efc526c648b4de11f4b00dc71fa"
+        "ed33a312c7ba83690d3ed14aaaadf6b622aa48996ff07ec8a4",
+    ),
+    (
+        "secret",
+        "{SSHA512}/fHBWaUXVeh6eds3Lf0AY3EeMtb3lROCUmyATmcwwVTkQmENfC1oZv0XHZxzp7RROYhtUJg0nurnRmNb88XQ"
+        "FuED+nY=",
+    ),
+    (
+        "correct horse:battery",
+        "{SSHA512}rcJxtha2l48Y56RV4Nn5RGFu+a8LnACUBqoPKra0LCJH7/jZ2dzfvaRpcyN0TDeA0pDTUTsSO3P3pkLd5hNi"
+        "p4gIaRM=",
+    ),
+    (
+        "secret",
+        "{SSHA512.HEX}13f481145ceb9fd13f8e8ac1f92fda300f8f6eb8fe9793332905e5c821c2a23da9a4525f66f72e1c"
+        "d7b312177b7869a3f19e4eaba27aae1111a365f6a1bc81d67047a5cf",
+    ),
+    ("secret", "{BLF-CRYPT}$2y$05$e2LvTOqjBvIHbqw6JZQs0eiDK2TJGboufyT8Rv7klxgXJu2hH3Dhi"),
+    ("pässword", "{BLF-CRYPT}$2y$05$chYn.5slde3R6Rm4/fOeBuGNoA6snlXPA.8PLhp/QCdyeZUL1vk2O"),
+    (
+        "secret",
+        "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$n7GgOx/gRBdBjw/I+FybBg"
+        "$Vvwc+Oe41EKo0kTON5dul6HoGAq8wciuxzDfqCbA10c",
+    ),
+    (
+        "secret",
+        "{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$nvyKf3eHQuPKorVeQ7z22A"
+        "$MqCC3+7QEYDUwy+b07SVKPtqseMnOQThaEO+ItOFHJI",
+    ),
+    (
+        "secret",
+        "{SCRAM-SHA-256}4096,StZqbp+7IobpC4zblTDCFA==,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=,"
+        "zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM=",
+    ),
+    (
+        "pässword",
+        "{SCRAM-SHA-256}4096,8TA3pRz8Cvmypy8yoLqM6w==,HKHP2wky0vUG8t5gpGtmRMOen4ChY+nnoY1y0YIlzkk=,"
+        "oiLam25jqJucm3tHjEE9TwJ4eq8jyiMiHng82xplv6w=",
+    ),
+    (
+        # Dovecot derives SCRAM keys from the password as is, without SASLprep.
+        NBSP_PASSWORD,
+        "{SCRAM-SHA-256}4096,kIpL3uPMpz7hMAo7fmQ3yQ==,VWBWoo0C2iH6qhhQYjUDM/KCMfZ8h2G30577JKQtHeU=,"
+        "cqHp8UnZpjkpjvt5eMY1t4RA2Z2804H/kxAXQkZJgVc=",
+    ),
+]
+
+DOVEADM_SCRAM = DOVEADM_VECTORS[-3][1]
+DOVEADM_BCRYPT = DOVEADM_VECTORS[17][1]
+
+#: Cheap work factors for hashes the tests make themselves (production defaults are
+#: checked separately in test_production_work_factors).
+TEST_ROUNDS: dict[str, int] = {"BLF-CRYPT": 4, "ARGON2ID": 1, "ARGON2I": 1}
+
+FAST_SCHEMES = [
+    "PLAIN",
+    "CLEARTEXT",
+    "PLAIN.B64",
+    "PLAIN.HEX",
+    "SHA256",
+    "SHA256.HEX",
+    "SSHA256",
+    "SSHA256.B64",
+    "SHA512",
+    "SSHA512",
+    "SSHA512.HEX",
+]
+
+
+def cheap_hash(password: str, scheme: str) -> str:
+    """hash_password with a low work factor where the scheme has one."""
+    return hash_password(password, scheme, rounds=TEST_ROUNDS.get(scheme.upper()))
+
+
+# --------------------------------------------------------------------------------------
+# verify_password / hash_password
+
+
+@pytest.mark.parametrize(("password", "stored"), DOVEADM_VECTORS)
+def test_doveadm_vectors_verify(password: str, stored: str) -> None:
+    assert verify_password(stored, password)
+    assert not verify_password(stored, password.upper())
+
+
+def test_scheme_name_is_case_insensitive() -> None:
+    assert verify_password("{sha256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "secret")
+    assert verify_password("{Plain.b64}c2VjcmV0", "secret")
+    assert verify_password("{cleartext}secret", "secret")
+    assert hash_password("secret", "sha256.hex").startswith("{SHA256.HEX}2bb80d53")
+
+
+def test_no_prefix_means_plain() -> None:
+    assert verify_password("secret", "secret")
+    assert not verify_password("secret", "Secret")
+    # A "{" without "}" is no scheme prefix either.
+    assert verify_password("{secret", "{secret")
+
+
+def test_unsalted_digest_also_accepts_hex_without_suffix() -> None:
+    # Dovecot recognises hex for fixed-size digests (doveadm pw -t agrees).
+    hex_digest = hashlib.sha256(b"secret").hexdigest()
+    assert verify_password("{SHA256}" + hex_digest, "secret")
+    assert verify_password("{SHA256}" + hex_digest.upper(), "secret")
+    assert verify_password("{SHA512}" + hashlib.sha512(b"secret").hexdigest(), "secret")
+
+
+@pytest.mark.parametrize("scheme", [*sorted(SUPPORTED_SCHEMES), "SHA512.HEX", "SSHA256.HEX"])
+def test_round_trip(scheme: str) -> None:
+    stored = cheap_hash("Tr0ub4dor&3 ünïcode", scheme)
+    assert stored.startswith("{" + scheme + "}")
+    assert verify_password(stored, "Tr0ub4dor&3 ünïcode")
+    assert not verify_password(stored, "Tr0ub4dor&3 unicode")
+    assert not verify_password(stored, "")
+
+
+@pytest.mark.parametrize(
+    "scheme", ["SSHA256", "SSHA512", "SCRAM-SHA-256", "BLF-CRYPT", "ARGON2ID"]
+)
+def test_salted_hashes_differ(scheme: str) -> None:
+    assert cheap_hash("secret", scheme) != cheap_hash("secret", scheme)
+
+
+def test_ssha_salt_is_16_bytes() -> None:
+    raw = base64.b64decode(hash_password("secret", "SSHA256").removeprefix("{SSHA256}"))
+    assert len(raw) == 32 + _passwd.SALT_SIZE == 48
+
+
+def test_production_work_factors() -> None:
+    assert hash_password("secret", "BLF-CRYPT").startswith(f"{{BLF-CRYPT}}$2b${BCRYPT_ROUNDS}$")
+    params = f"m={ARGON2_MEMORY_COST},t={ARGON2_TIME_COST},p={ARGON2_PARALLELISM}$"
+    assert hash_password("secret", "ARGON2ID").startswith("{ARGON2ID}$argon2id$v=19$" + params)
+    assert hash_password("secret", "SCRAM-SHA-256").startswith(
+        f"{{SCRAM-SHA-256}}{SCRAM_ITERATIONS},"
+    )
+    assert SCRAM_ITERATIONS >= 4096  # RFC 7677 section 4
+    assert hash_password("secret").startswith("{" + DEFAULT_SCHEME + "}")
+
+
+def test_rounds_are_used() -> None:
+    assert hash_password("secret", "BLF-CRYPT", rounds=5).startswith("{BLF-CRYPT}$2b$05$")
+    assert ",t=2,p=1$" in hash_password("secret", "ARGON2I", rounds=2)
+    stored = hash_password("secret", "SCRAM-SHA-256", rounds=5000)
+    assert stored.startswith("{SCRAM-SHA-256}5000,")
+    assert verify_password(stored, "secret")
+
+
+@pytest.mark.parametrize(
+    ("password", "scheme", "rounds"),
+    [
+        ("", "SSHA512", None),
+        ("", "PLAIN", None),
+        ("secret", "SHA256", 5),
+        ("secret", "PLAIN", 1),
+        ("secret", "SCRAM-SHA-256", 4095),
+        ("x" * 73, "BLF-CRYPT", 4),
+        ("\ud800", "SHA256", None),  # a lone surrogate outside surrogateescape's range
+    ],
+)
+def test_hash_password_refuses(password: str, scheme: str, rounds: int | None) -> None:
+    with pytest.raises(ValueError):
+        hash_password(password, scheme, rounds=rounds)
+
+
+def test_bcrypt_uses_first_72_bytes_like_dovecot() -> None:
+    stored = cheap_hash("a" * 72, "BLF-CRYPT")
+    assert verify_password(stored, "a" * 80)
+    assert not verify_password(stored, "a" * 71)
+
+
+def test_argon2_variant_comes_from_the_string() -> None:
+    # libsodium, and so Dovecot, accepts an argon2i string under {ARGON2ID} too.
+    stored = cheap_hash("secret", "ARGON2I").replace("{ARGON2I}", "{ARGON2ID}")
+    assert verify_password(stored, "secret")
+
+
+def test_surrogateescape_password_stands_for_its_bytes() -> None:
+    latin1 = b"p\xe4ssword".decode("utf-8", "surrogateescape")
+    stored = "{SHA256}" + base64.b64encode(hashlib.sha256(b"p\xe4ssword").digest()).decode()
+    assert verify_password(stored, latin1)
+    assert verify_password(hash_password(latin1, "PLAIN"), latin1)
+    assert not verify_password(stored, "\ud800")
+
+
+MALFORMED = [
+    "",
+    "{PLAIN}",
+    "{SHA256}",
+    "{SHA256}not base64!",
+    "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols",  # bad padding
+    "{SHA256}" + base64.b64encode(hashlib.sha256(b"secret").digest()[:31]).decode(),
+    "{SHA256}" + base64.b64encode(hashlib.sha256(b"secret").digest() + b"x").decode(),
+    "{SHA256.HEX}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
+    "{SHA256.HEX}2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25",  # odd
+    "{SHA256.HEX}2b b8",
+    "{SSHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",  # digest, no salt
+    "{SSHA512}AAAA",
+    "{SHA512}é",
+    "{BLF-CRYPT}garbage",
+    "{BLF-CRYPT}$2y$05$short",
+    "{BLF-CRYPT}$2y$99$e2LvTOqjBvIHbqw6JZQs0eiDK2TJGboufyT8Rv7klxgXJu2hH3Dhi",
+    "{BLF-CRYPT}$1$e2LvTOqjBvIHbqw6JZQs0eiDK2TJGboufyT8Rv7klxgXJu2hH3Dhi",
+    "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$n7GgOx/gRBdBjw/I+FybBg",
+    "{ARGON2ID}$argon2id$v=19$m=x,t=3,p=1$n7GgOx/gRBdBjw/I+FybBg$Vvwc",
+    "{ARGON2ID}$argon2d$v=19$m=8,t=1,p=1$n7GgOx/gRBdBjw/I+FybBg$Vvwc",
+    "{ARGON2I}not a phc string",
+    "{SCRAM-SHA-256}",
+    "{SCRAM-SHA-256}4096",
+    "{SCRAM-SHA-256}4096,StZqbp+7IobpC4zblTDCFA==,aYfN",
+    "{SCRAM-SHA-256}4096,StZqbp+7IobpC4zblTDCFA==,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=",
+    "{SCRAM-SHA-256}x,StZqbp+7IobpC4zblTDCFA==,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=,"
+    "zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM=",
+    "{SCRAM-SHA-256}-4096,StZqbp+7IobpC4zblTDCFA==,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=,"
+    "zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM=",
+    "{SCRAM-SHA-256}4096,,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=,"
+    "zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM=",
+    "{SCRAM-SHA-256}4096,StZqbp+7IobpC4zblTDCFA==,aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w=,"
+    "zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM=,extra",
+    # Dovecot refuses fewer than 4096 iterations (RFC 7677): this is a correct
+    # verifier for "secret" with i=1.
+    "{SCRAM-SHA-256}1,MDEyMzQ1Njc4OWFiY2RlZg==,rb2i4FWE8CCi1HDhnBxhv8/uERf3QN6tiTjE4qSdliQ=,"
+    "gWfVquF9Vgm4YA/KIyjllnL4Zn6B7unP+DKFnilYEAg=",
+    # The doveadm verifier with its ServerKey damaged.
+    DOVEADM_SCRAM[:-10] + "AAAAAAAAA=",
+]
+
+
+@pytest.mark.parametrize("stored", MALFORMED)
+def test_malformed_stored_never_matches(stored: str) -> None:
+    assert verify_password(stored, "secret") is False
+    assert verify_password(stored, "") is False
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=", "'SHA1'"),
+        ("{MD5-CRYPT}$1$abc$xyz", "'MD5-CRYPT'"),
+        ("{SHA256.FOO}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "'SHA256.FOO'"),
+        ("{}secret", "''"),
+    ],
+)
+def test_unknown_scheme_raises(stored: str, shown: str) -> None:
+    with pytest.raises(UnsupportedScheme, match="unknown password scheme " + shown) as info:
+        verify_password(stored, "secret")
+    assert info.value.extra is None
+    with pytest.raises(UnsupportedScheme):
+        hash_password("secret", stored[1 : stored.index("}")])
+
+
+@pytest.mark.parametrize(
+    ("module", "scheme", "stored"),
+    [
+        ("bcrypt", "BLF-CRYPT", DOVEADM_BCRYPT),
+        ("argon2", "ARGON2ID", DOVEADM_VECTORS[19][1]),
+        ("argon2", "ARGON2I", DOVEADM_VECTORS[20][1]),
+    ],
+)
+def test_missing_optional_library(
+    monkeypatch: pytest.MonkeyPatch, module: str, scheme: str, stored: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes "import module" fail
+    extra = "bcrypt" if module == "bcrypt" else "argon2"
+    with pytest.raises(UnsupportedScheme, match=rf"pip install trio-pop3\[{extra}\]") as info:
+        verify_password(stored, "secret")
+    assert info.value.extra == extra
+    assert info.value.scheme == scheme
+    with pytest.raises(UnsupportedScheme, match=rf"trio-pop3\[{extra}\]"):
+        hash_password("secret", scheme)
+    # Even a malformed value says what is missing rather than just not matching.
+    with pytest.raises(UnsupportedScheme):
+        verify_password("{" + scheme + "}garbage", "secret")
+
+
+def test_unsupported_scheme_is_a_value_error() -> None:
+    assert issubclass(UnsupportedScheme, ValueError)
+    assert issubclass(PasswdFileError, ValueError)
+
+
+# --------------------------------------------------------------------------------------
+# SCRAM-SHA-256 credentials
+
+
+def test_scram_derivation_matches_rfc_7677_example() -> None:
+    # RFC 7677 section 3: user "user", password "pencil".  The server signature
+    # computed from our ServerKey must equal the one in the RFC, and the client proof
+    # in the RFC must check against our StoredKey.
+    salt = "W22ZaJ0SNY7soEsUEjb6gQ=="
+    stored = hash_password("pencil", "SCRAM-SHA-256")
+    creds = scram_sha256_credentials("{PLAIN}pencil", salt=base64.b64decode(salt))
+    assert creds is not None
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth_message = (
+        f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s={salt},i=4096,c=biws,r={nonce}"
+    ).encode()
+    signature = hmac.digest(creds.server_key, auth_message, "sha256")
+    assert base64.b64encode(signature) == b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_signature = hmac.digest(creds.stored_key, auth_message, "sha256")
+    client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
+    assert hashlib.sha256(client_key).digest() == creds.stored_key
+    assert verify_password(stored, "pencil")
+
+
+def test_scram_credentials_from_a_scram_entry() -> None:
+    creds = scram_sha256_credentials(DOVEADM_SCRAM)
+    assert creds == ScramCredentials(
+        iterations=4096,
+        salt=base64.b64decode("StZqbp+7IobpC4zblTDCFA=="),
+        stored_key=base64.b64decode("aYfN/aMBaUUQBw1O5x8WET+z7hQuDqocFLfuy1YuN+w="),
+        server_key=base64.b64decode("zGih6eWR0Hxq57a7MVotKcLCayvzHI14vznBUywLOlM="),
+    )
+    # A verifier passes through unchanged, whatever salt is asked for.
+    assert scram_sha256_credentials(DOVEADM_SCRAM, salt=b"ignored") == creds
+
+
+def test_scram_credentials_from_a_plain_entry() -> None:
+    salt = base64.b64decode("StZqbp+7IobpC4zblTDCFA==")
+    # The same password and salt give the doveadm verifier's keys.
+    assert scram_sha256_credentials("{PLAIN}secret", salt=salt) == scram_sha256_credentials(
+        DOVEADM_SCRAM
+    )
+    assert scram_sha256_credentials("{PLAIN.B64}c2VjcmV0", salt=salt) == (
+        scram_sha256_credentials(DOVEADM_SCRAM)
+    )
+    first, second = (scram_sha256_credentials("secret") for _ in range(2))
+    assert first is not None
+    assert second is not None
+    assert first.iterations == SCRAM_ITERATIONS
+    assert first.salt != second.salt  # a fresh salt each time
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
+        DOVEADM_BCRYPT,
+        "{SCRAM-SHA-256}garbage",
+        "{PLAIN}",
+        "",
+        "{NOSUCH}x",
+        "{PLAIN}bad\x00",  # SASLprep prohibits NUL, so no SCRAM client could log in
+    ],
+)
+def test_scram_credentials_none(stored: str) -> None:
+    assert scram_sha256_credentials(stored) is None
+
+
+def test_scram_saslprep() -> None:
+    # Entries we make are SASLprep'd (RFC 5802), as the SASL layer's are; verify
+    # accepts the password either way, so Dovecot's unprepared entries keep working.
+    stored = hash_password(NBSP_PASSWORD, "SCRAM-SHA-256")
+    creds = scram_sha256_credentials(stored)
+    assert creds is not None
+    assert scram_sha256_credentials("{PLAIN}pass word", salt=creds.salt) == creds
+    assert verify_password(stored, NBSP_PASSWORD)
+    assert verify_password(stored, "pass word")
+    assert not verify_password(stored, "password")
+
+
+# --------------------------------------------------------------------------------------
+# Hypothesis properties
+
+
+@given(password=st.text(min_size=1), scheme=st.sampled_from(FAST_SCHEMES), other=st.text())
+def test_fast_schemes_round_trip(password: str, scheme: str, other: str) -> None:
+    stored = hash_password(password, scheme)
+    assert verify_password(stored, password)
+    assert verify_password(stored, other) == (other == password)
+
+
+@given(
+    scheme=st.sampled_from([*sorted(SUPPORTED_SCHEMES), "SHA256.HEX", "SSHA512.B64", ""]),
+    data=st.text(),
+    password=st.text(),
+)
+def test_verify_never_crashes(scheme: str, data: str, password: str) -> None:
+    stored = "{" + scheme + "}" + data if scheme else data
+    assert verify_password(stored, password) in (True, False)
+    result = scram_sha256_credentials(stored)
+    assert result is None or isinstance(result, ScramCredentials)
+
+
+_user_names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters=":#/\\", exclude_categories=["Cc"]),
+    min_size=1,
+    max_size=40,
+).filter(lambda name: not name.startswith("."))
+_passwords = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters=":\n\r"),
+    min_size=1,
+)
+
+
+@given(users=st.dictionaries(_user_names, _passwords, max_size=10))
+def test_passwd_file_round_trip(users: dict[str, str]) -> None:
+    text = "# generated\n" + "".join(
+        f"{u}:{{PLAIN}}{p}:1000:1000::/home/x::\n" for u, p in users.items()
+    )
+    passwd = PasswdFile.parse(text)
+    assert dict(passwd) == {u: "{PLAIN}" + p for u, p in users.items()}
+
+
+# --------------------------------------------------------------------------------------
+# passwd-file parsing
+
+SAMPLE_FILE = """\
+# Users of the test server.
+
+alice:{PLAIN}wonderland
+bob:{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=:1000:1000:Bob B:/home/bob:/bin/false:\
+userdb_mail=maildir:~/Maildir allow_nets=192.168.0.0/24 nodelay
+   # an indented comment
+carol:{PLAIN}x:1001:1001::/home/carol::nodelay:ignored:too
+dave:
+erin:{PLAIN.B64}Y29ycmVjdCBob3JzZTpiYXR0ZXJ5\r
+frank:secret:1002
+"""
+
+
+def test_parse_sample() -> None:
+    passwd = PasswdFile.parse(SAMPLE_FILE, path="/etc/pop3.passwd")
+    assert list(passwd) == ["alice", "bob", "carol", "dave", "erin", "frank"]
+    assert len(passwd) == 6
+    assert passwd.path == "/etc/pop3.passwd"
+    assert passwd.lookup("alice") == "{PLAIN}wonderland"
+    assert passwd["bob"] == "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="
+    assert passwd.lookup("dave") == ""
+    assert passwd.lookup("erin") == "{PLAIN.B64}Y29ycmVjdCBob3JzZTpiYXR0ZXJ5"  # CRLF
+    assert passwd.lookup("frank") == "secret"
+    assert passwd.lookup("mallory") is None
+    assert "alice" in passwd
+    assert "Alice" not in passwd  # user names are compared exactly
+    assert passwd.get("nobody") is None
+
+    bob = passwd.entry("bob")
+    assert bob is not None
+    assert (bob.uid, bob.gid, bob.gecos, bob.home, bob.shell) == (
+        "1000",
+        "1000",
+        "Bob B",
+        "/home/bob",
+        "/bin/false",
+    )
+    assert bob.extra_fields == (
+        "userdb_mail=maildir:~/Maildir",
+        "allow_nets=192.168.0.0/24",
+        "nodelay",
+    )
+    assert bob.line == 4
+    assert "K7gN" not in repr(bob)  # the password stays out of reprs
+    carol = passwd.entry("carol")
+    assert carol is not None
+    assert carol.extra_fields == ("nodelay:ignored:too",)
+    frank = passwd.entry("frank")
+    assert frank is not None
+    assert (frank.uid, frank.gid, frank.home, frank.extra_fields) == ("1002", "", "", ())
+    assert [e.user for e in passwd.entries()] == list(passwd)
+    assert passwd.entry("nobody") is None
+    assert "6 users" in repr(passwd)
+
+
+def test_password_field_ends_at_colon() -> None:
+    passwd = PasswdFile.parse("alice:{PLAIN}pass:word\n")
+    assert passwd.lookup("alice") == "{PLAIN}pass"
+    entry = passwd.entry("alice")
+    assert entry is not None
+    assert entry.uid == "word"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("alice:{PLAIN}x\nbob\n", "line 2: no ':' after the user name"),
+        ("\n\n:{PLAIN}secret\n", "line 3: empty user name"),
+        ("../etc:{PLAIN}x\n", "line 1: unsafe user name '../etc'"),
+        ("a/b:{PLAIN}x\n", "line 1: unsafe user name 'a/b'"),
+        (".hidden:{PLAIN}x\n", "line 1: unsafe user name '.hidden'"),
+        ("tab\tbed:{PLAIN}x\n", "line 1: unsafe user name 'tab\\tbed'"),
+        ("a:{PLAIN}x\n# c\na:{PLAIN}y\n", "line 3: user 'a' already on line 1"),
+    ],
+)
+def test_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(PasswdFileError) as info:
+        PasswdFile.parse(text, path="/x/passwd")
+    assert str(info.value) == f"passwd-file /x/passwd {message}"
+    assert "\n" not in str(info.value)
+
+
+def test_parse_error_does_not_show_the_password() -> None:
+    with pytest.raises(PasswdFileError) as info:
+        PasswdFile.parse("../x:{PLAIN}hunter2\n")
+    assert "hunter2" not in str(info.value)
+
+
+def test_load(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    path.write_text(SAMPLE_FILE, encoding="utf-8")
+    passwd = PasswdFile.load(path)
+    assert passwd.path == str(path)
+    assert passwd.lookup("alice") == "{PLAIN}wonderland"
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope"
+    with pytest.raises(PasswdFileError) as info:
+        PasswdFile.load(path)
+    assert str(info.value) == f"cannot read passwd-file {path}: No such file or directory"
+    with pytest.raises(PasswdFileError, match=r"cannot read passwd-file .*: Is a directory"):
+        PasswdFile.load(tmp_path)
+
+
+def test_load_bad_line_and_bad_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    path.write_bytes(b"alice:{PLAIN}x\n\nbroken line\n")
+    with pytest.raises(PasswdFileError, match=f"^passwd-file {path} line 3: no ':'"):
+        PasswdFile.load(path)
+    path.write_bytes(b"alice:{PLAIN}x\nb\xffb:{PLAIN}y\n")
+    with pytest.raises(PasswdFileError, match=f"^passwd-file {path} line 2: not valid UTF-8$"):
+        PasswdFile.load(path)
+
+
+# --------------------------------------------------------------------------------------
+# PasswdFileAuthenticator
+
+
+@pytest.fixture
+def passwd_path(tmp_path: Path) -> Path:
+    path = tmp_path / "passwd"
+    lines = [
+        f"alice:{cheap_hash('wonderland', 'BLF-CRYPT')}",
+        f"bob:{cheap_hash('builder', 'BLF-CRYPT')}:1000:1000::/home/bob",
+        "carol:{PLAIN}cleartext",
+        f"dave:{cheap_hash('argon', 'ARGON2ID')}",
+        f"erin:{DOVEADM_SCRAM}",
+        "frank:{PLAIN.B64}Y29ycmVjdCBob3JzZTpiYXR0ZXJ5",
+        "grace::1003:1003::/home/grace",
+        "heidi:{SSHA512}" + hash_password("ssha", "SSHA512").removeprefix("{SSHA512}"),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def test_authenticator_checks_passwords(passwd_path: Path) -> None:
+    auth = PasswdFileAuthenticator(passwd_path)
+    assert isinstance(auth, Authenticator)
+    assert auth.path == str(passwd_path)
+    cases = [
+        ("alice", "wonderland", True),
+        ("alice", "builder", False),
+        ("bob", "builder", True),
+        ("carol", "cleartext", True),
+        ("carol", "Cleartext", False),
+        ("dave", "argon", True),
+        ("dave", "argon2", False),
+        ("erin", "secret", True),
+        ("erin", "secret ", False),
+        ("frank", "correct horse:battery", True),
+        ("heidi", "ssha", True),
+        ("heidi", "SSHA", False),
+        ("grace", "", False),  # empty password field: account disabled
+        ("grace", "anything", False),
+        ("mallory", "wonderland", False),
+        ("", "", False),
+        ("../alice", "wonderland", False),
+    ]
+    for user, password, expected in cases:
+        assert await auth.check_password(user, password) is expected, (user, password)
+
+
+async def test_unknown_user_checks_a_dummy_of_the_usual_scheme(
+    passwd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = PasswdFileAuthenticator(passwd_path)
+    seen: list[str] = []
+    real_verify = _passwd.verify_password
+
+    def spy(stored: str, password: str) -> bool:
+        seen.append(stored)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(_passwd, "verify_password", spy)
+    # The dummy is alice's entry (BLF-CRYPT is the most common scheme)...
+    assert not await auth.check_password("mallory", "wonderland")
+    assert not await auth.check_password("grace", "wonderland")
+    assert seen == [auth.passwd["alice"]] * 2
+    # ...and it goes through the worker-thread path, like a real bcrypt login.
+    limiter = trio.CapacityLimiter(1)
+    auth = PasswdFileAuthenticator(passwd_path, limiter=limiter, reload=False)
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()
+        nursery.start_soon(auth.check_password, "mallory", "x")
+        await trio.testing.wait_all_tasks_blocked()
+        assert limiter.statistics().tasks_waiting == 1
+        limiter.release()
+
+
+async def test_empty_file_uses_a_default_scheme_dummy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("# nobody yet\n")
+    auth = PasswdFileAuthenticator(path)
+    seen: list[str] = []
+
+    def always_true(stored: str, password: str) -> bool:
+        seen.append(stored)
+        return True
+
+    monkeypatch.setattr(_passwd, "verify_password", always_true)
+    assert not await auth.check_password("anyone", "x")  # even if the dummy "matched"
+    assert len(seen) == 1
+    assert seen[0].startswith("{" + DEFAULT_SCHEME + "}")
+
+
+async def test_slow_schemes_run_under_the_limiter(passwd_path: Path) -> None:
+    limiter = trio.CapacityLimiter(1)
+    # No reload checks: a task waiting on stat() in a thread also counts as blocked.
+    auth = PasswdFileAuthenticator(passwd_path, limiter=limiter, reload=False)
+    results: dict[str, bool] = {}
+
+    async def check(user: str, password: str) -> None:
+        results[user] = await auth.check_password(user, password)
+
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()
+        for user, password in [("alice", "wonderland"), ("dave", "argon"), ("erin", "secret")]:
+            nursery.start_soon(check, user, password)
+        await trio.testing.wait_all_tasks_blocked()
+        assert limiter.statistics().tasks_waiting == 3
+        # Fast schemes do not wait for a thread.
+        assert await auth.check_password("carol", "cleartext")
+        assert await auth.check_password("heidi", "ssha")
+        assert results == {}
+        limiter.release()
+    assert results == {"alice": True, "dave": True, "erin": True}
+
+
+async def test_default_limiter_is_shared_per_run() -> None:
+    limiter = default_hash_limiter()
+    assert limiter is default_hash_limiter()
+    assert limiter.total_tokens == HASH_THREADS
+
+
+async def test_get_secret(passwd_path: Path) -> None:
+    auth = PasswdFileAuthenticator(passwd_path)
+    assert await auth.get_secret("carol") == "cleartext"
+    assert await auth.get_secret("frank") == "correct horse:battery"
+    for user in ("alice", "dave", "erin", "grace", "heidi", "mallory"):
+        assert await auth.get_secret(user) is None
+
+
+async def test_scram_credentials(passwd_path: Path) -> None:
+    auth = PasswdFileAuthenticator(passwd_path)
+    assert await auth.get_scram_credentials("erin") == scram_sha256_credentials(DOVEADM_SCRAM)
+    first = await auth.get_scram_credentials("carol")
+    assert first is not None
+    # A PLAIN user's salt is the same every time, as a stored verifier's is.
+    assert await auth.scram_credentials("carol") == first
+    assert first == scram_sha256_credentials("{PLAIN}cleartext", salt=first.salt)
+    frank = await auth.get_scram_credentials("frank")
+    assert frank is not None
+    assert frank.salt != first.salt
+    for user in ("alice", "dave", "grace", "heidi", "mallory"):
+        assert await auth.get_scram_credentials(user) is None
+
+
+async def test_reload_on_change(tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("alice:{PLAIN}one\n")
+    auth = PasswdFileAuthenticator(path)
+    assert await auth.check_password("alice", "one")
+
+    path.write_text("alice:{PLAIN}two\nbob:{PLAIN}new\n")
+    # Checked at most once per interval: the old contents still answer.
+    assert await auth.check_password("alice", "one")
+    mock_clock.jump(RELOAD_CHECK_INTERVAL)
+    assert await auth.check_password("alice", "two")
+    assert not await auth.check_password("alice", "one")
+    assert await auth.get_secret("bob") == "new"
+
+    # An atomic replace by a file of the same size is noticed too.
+    replacement = tmp_path / "passwd.new"
+    replacement.write_text("alice:{PLAIN}TWO\nbob:{PLAIN}new\n")
+    os.replace(replacement, path)
+    mock_clock.jump(RELOAD_CHECK_INTERVAL)
+    assert await auth.check_password("alice", "TWO")
+
+
+async def test_failed_reload_keeps_old_contents(
+    tmp_path: Path, mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("alice:{PLAIN}one\n")
+    auth = PasswdFileAuthenticator(path)
+
+    path.write_text("alice:{PLAIN}two\nbroken\n")
+    mock_clock.jump(RELOAD_CHECK_INTERVAL)
+    with caplog.at_level(logging.ERROR, logger="trio_pop3._passwd"):
+        assert await auth.check_password("alice", "one")
+        mock_clock.jump(RELOAD_CHECK_INTERVAL)
+        assert await auth.check_password("alice", "one")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"passwd-file {path} line 2: no ':' after the user name; still using the previous contents"
+    ]
+
+    path.unlink()
+    mock_clock.jump(RELOAD_CHECK_INTERVAL)
+    assert await auth.check_password("alice", "one")
+
+    path.write_text("alice:{PLAIN}three\n")
+    mock_clock.jump(RELOAD_CHECK_INTERVAL)
+    assert await auth.check_password("alice", "three")
+
+
+async def test_reload_disabled(tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("alice:{PLAIN}one\n")
+    auth = PasswdFileAuthenticator(path, reload=False)
+    path.write_text("alice:{PLAIN}two\n")
+    mock_clock.jump(10 * RELOAD_CHECK_INTERVAL)
+    assert await auth.check_password("alice", "one")
+
+
+def test_constructor_raises_for_a_bad_file(tmp_path: Path) -> None:
+    with pytest.raises(PasswdFileError, match="cannot read passwd-file"):
+        PasswdFileAuthenticator(tmp_path / "missing")
+    (tmp_path / "bad").write_text("alice\n")
+    with pytest.raises(PasswdFileError, match="line 1"):
+        PasswdFileAuthenticator(tmp_path / "bad")
+
+
+async def test_unsupported_schemes_are_logged_and_fail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "bcrypt", None)
+    path = tmp_path / "passwd"
+    path.write_text(
+        f"alice:{DOVEADM_BCRYPT}\nbob:{DOVEADM_BCRYPT}\n"
+        "carol:{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=\ndave:{PLAIN}ok\n"
+        "erin:$6$salt$hash\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="trio_pop3._passwd"):
+        auth = PasswdFileAuthenticator(path)
+        assert not await auth.check_password("alice", "secret")
+        assert not await auth.check_password("carol", "secret")
+        assert not await auth.check_password("mallory", "secret")
+        assert await auth.check_password("dave", "ok")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("line 1" in m and "trio-pop3[bcrypt]" in m and "2 users" in m for m in messages)
+    assert any("line 3" in m and "'SHA1'" in m for m in messages)
+    # A bare crypt(3) hash is Dovecot's default CRYPT scheme, never a PLAIN password.
+    assert any("line 5" in m and "'CRYPT'" in m for m in messages)
+    assert not await auth.check_password("erin", "$6$salt$hash")
+    assert any("user 'alice'" in m for m in messages)
+    assert not any("mallory" in m for m in messages)
+    assert not any("secret" in m for m in messages)
