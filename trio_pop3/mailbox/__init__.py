@@ -13,6 +13,11 @@ from ._base import (
     ScramCredentials as ScramCredentials,
 )
 from ._handler import MailboxHandler as MailboxHandler
+from ._maildir import (
+    MaildirMailbox as MaildirMailbox,
+    MaildirStore as MaildirStore,
+    deliver as deliver,
+)
 from ._memory import (
     MemoryAuthenticator as MemoryAuthenticator,
     MemoryMailbox as MemoryMailbox,
@@ -24,9 +29,12 @@ __all__ = [
     "MailStore",
     "Mailbox",
     "MailboxHandler",
+    "MaildirMailbox",
+    "MaildirStore",
     "MemoryAuthenticator",
     "MemoryMailbox",
     "MemoryStore",
     "MessageInfo",
     "ScramCredentials",
+    "deliver",
 ]

@@ -1,0 +1,856 @@
+"""Tests for the Maildir store: layout, lock, snapshot, UIDs, sizes, reading, removal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings, strategies as st
+
+from trio_pop3._errors import MailboxError, MailboxInUse, ResponseCode
+from trio_pop3._proto._wire import wire_size
+from trio_pop3.mailbox import _maildir
+from trio_pop3.mailbox._base import MessageInfo
+from trio_pop3.mailbox._maildir import (
+    INLINE_READ_LIMIT,
+    LOCK_FILE_NAME,
+    READ_CHUNK_SIZE,
+    MaildirMailbox,
+    MaildirStore,
+    deliver,
+)
+
+#: The checkout holding ``trio_pop3``, for the subprocess's PYTHONPATH.
+PROJECT_DIR = str(Path(_maildir.__file__).resolve().parents[2])
+
+#: How long the lock-holding subprocess may take to start (imports trio).
+SUBPROCESS_START_TIMEOUT = 20.0
+
+UID_RE = re.compile(r"[\x21-\x7e]{1,70}")
+
+MESSAGES = {
+    "lf": b"Subject: lf\n\nline one\n.dotted\nline three\n",
+    "crlf": b"Subject: crlf\r\n\r\nline one\r\nline two\r\n",
+    "no-final-newline": b"Subject: tail\n\nno newline at the end",
+    "mixed-and-lone-cr": b"A: b\r\n\nx\ry\n\r\nz\r",
+    "empty": b"",
+}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "mail"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def store(root: Path) -> MaildirStore:
+    return MaildirStore(root, fsync=False)
+
+
+def make_maildir(root: Path, user: str = "alice") -> Path:
+    maildir = root / user
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    return maildir
+
+
+def put(maildir: Path, subdir: str, name: str, data: bytes = b"Subject: x\n\nbody\n") -> Path:
+    path = maildir / subdir / name
+    path.write_bytes(data)
+    return path
+
+
+def write_raw_name(maildir: Path, name: bytes) -> None:
+    """Create a message whose file name is not valid UTF-8."""
+    with open(os.path.join(os.fsencode(maildir), b"new", name), "wb") as file:
+        file.write(b"Subject: raw\n\nx\n")
+
+
+async def read_all(mailbox: MaildirMailbox, message: MessageInfo) -> list[bytes]:
+    chunks = []
+    async for chunk in mailbox.read_message(message):
+        chunks.append(chunk)
+    return chunks
+
+
+async def snapshot(store: MaildirStore, user: str = "alice") -> list[MessageInfo]:
+    """List a maildrop in a session of its own."""
+    mailbox = await store.open(user)
+    try:
+        return list(await mailbox.list_messages())
+    finally:
+        await mailbox.close()
+
+
+class Counter:
+    """Wrap a callable and count the calls."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.func(*args, **kwargs)
+
+
+@pytest.fixture
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Count trio.to_thread.run_sync calls."""
+    counter = Counter(trio.to_thread.run_sync)
+    monkeypatch.setattr(trio.to_thread, "run_sync", counter)
+    return counter
+
+
+# -- opening ---------------------------------------------------------------------------
+
+
+async def test_open_creates_private_maildir(root: Path, store: MaildirStore) -> None:
+    mailbox = await store.open("alice")
+    try:
+        for sub in ("", "cur", "new", "tmp"):
+            mode = (root / "alice" / sub).stat().st_mode
+            assert stat.S_ISDIR(mode)
+            assert stat.S_IMODE(mode) == 0o700
+        assert (root / "alice" / LOCK_FILE_NAME).is_file()
+        assert mailbox.path == str(root / "alice")  # tmp_path is already real
+        assert await mailbox.list_messages() == ()
+    finally:
+        await mailbox.close()
+
+
+async def test_open_without_create_refuses_missing_maildir(root: Path) -> None:
+    store = MaildirStore(root, create=False)
+    with pytest.raises(MailboxError) as info:
+        await store.open("alice")
+    assert info.value.code == ResponseCode.SYS_PERM
+    assert not (root / "alice").exists()
+
+
+async def test_open_without_create_uses_existing_maildir(root: Path) -> None:
+    put(make_maildir(root), "new", "1.a.h")
+    mailbox = await MaildirStore(root, create=False).open("alice")
+    try:
+        assert [m.uid for m in await mailbox.list_messages()] == ["1.a.h"]
+    finally:
+        await mailbox.close()
+
+
+@pytest.mark.parametrize("user", ["", ".", "..", "../etc", "a/b", ".hidden", "a\x00b", "a\nb"])
+async def test_unsafe_user_names_rejected(root: Path, store: MaildirStore, user: str) -> None:
+    with pytest.raises(MailboxError) as info:
+        await store.open(user)
+    assert info.value.code == ResponseCode.SYS_PERM
+    assert os.listdir(root) == []
+    assert os.listdir(root.parent) == ["mail"]
+
+
+async def test_user_dir_symlink_outside_root_refused(
+    tmp_path: Path, root: Path, store: MaildirStore
+) -> None:
+    outside = make_maildir(tmp_path, "elsewhere")
+    put(outside, "new", "1.secret.h")
+    (root / "alice").symlink_to(outside)
+    with pytest.raises(MailboxError) as info:
+        await store.open("alice")
+    assert info.value.code == ResponseCode.SYS_PERM
+    assert not (outside / LOCK_FILE_NAME).exists()
+
+
+async def test_user_dir_symlink_to_root_refused(root: Path, store: MaildirStore) -> None:
+    (root / "alice").symlink_to(root)
+    with pytest.raises(MailboxError):
+        await store.open("alice")
+
+
+async def test_cur_symlink_outside_root_refused(
+    tmp_path: Path, root: Path, store: MaildirStore
+) -> None:
+    maildir = make_maildir(root)
+    (maildir / "cur").rmdir()
+    (maildir / "cur").symlink_to(make_maildir(tmp_path, "elsewhere") / "cur")
+    with pytest.raises(MailboxError) as info:
+        await store.open("alice")
+    assert info.value.code == ResponseCode.SYS_PERM
+
+
+async def test_user_dir_symlink_inside_root_allowed(root: Path, store: MaildirStore) -> None:
+    put(make_maildir(root, "alice"), "new", "1.a.h")
+    (root / "alias").symlink_to(root / "alice")
+    messages = await snapshot(store, "alias")
+    assert [m.uid for m in messages] == ["1.a.h"]
+    # The alias and the real name share one lock.
+    mailbox = await store.open("alice")
+    try:
+        with pytest.raises(MailboxInUse):
+            await store.open("alias")
+    finally:
+        await mailbox.close()
+
+
+async def test_second_login_takes_only_the_lock(
+    tmp_path: Path, root: Path, store: MaildirStore, thread_calls: Counter
+) -> None:
+    await snapshot(store)
+    thread_calls.calls = 0
+    await snapshot(store)
+    assert thread_calls.calls == 0
+    # Removed meanwhile: checked and created again.
+    shutil.rmtree(root / "alice")
+    await snapshot(store)
+    assert (root / "alice" / "cur").is_dir()
+    # Replaced by a symlink to a Maildir outside the root: refused.
+    shutil.rmtree(root / "alice")
+    outside = make_maildir(tmp_path, "elsewhere")
+    (outside / LOCK_FILE_NAME).touch()
+    (root / "alice").symlink_to(outside)
+    with pytest.raises(MailboxError) as info:
+        await store.open("alice")
+    assert info.value.code == ResponseCode.SYS_PERM
+
+
+async def test_missing_cur_is_recreated_next_login(root: Path, store: MaildirStore) -> None:
+    await snapshot(store)
+    (root / "alice" / "cur").rmdir()
+    assert await snapshot(store) == []
+    assert (root / "alice" / "cur").is_dir()
+    # Removed during a session: that listing fails, the next login repairs it.
+    mailbox = await store.open("alice")
+    try:
+        (root / "alice" / "cur").rmdir()
+        with pytest.raises(MailboxError) as info:
+            await mailbox.list_messages()
+        assert info.value.code == ResponseCode.SYS_TEMP
+    finally:
+        await mailbox.close()
+    assert await snapshot(store) == []
+
+
+async def test_lock_file_symlink_refused(tmp_path: Path, root: Path, store: MaildirStore) -> None:
+    maildir = make_maildir(root)
+    (maildir / LOCK_FILE_NAME).symlink_to(tmp_path / "victim")
+    with pytest.raises(MailboxError):
+        await store.open("alice")
+    assert not (tmp_path / "victim").exists()
+
+
+# -- lock ------------------------------------------------------------------------------
+
+
+async def test_lock_is_exclusive_within_a_process(root: Path, store: MaildirStore) -> None:
+    first = await store.open("alice")
+    with pytest.raises(MailboxInUse) as info:
+        await store.open("alice")
+    assert info.value.code == ResponseCode.IN_USE
+    # A second store on the same root (another server object) is excluded too.
+    with pytest.raises(MailboxInUse):
+        await MaildirStore(root).open("alice")
+    # Another user is not affected.
+    bob = await store.open("bob")
+    await bob.close()
+    await first.close()
+    assert first.closed
+    await first.close()  # idempotent
+    second = await store.open("alice")
+    await second.close()
+
+
+async def test_lock_wait_gets_lock_released_meanwhile(root: Path, store: MaildirStore) -> None:
+    holder = await store.open("alice")
+    waiting = MaildirStore(root, lock_wait=5.0)
+    got: list[MaildirMailbox] = []
+
+    async def wait_for_lock() -> None:
+        got.append(await waiting.open("alice"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_lock)
+        await trio.sleep(0.15)
+        assert got == []
+        await holder.close()
+    await got[0].close()
+
+
+async def test_lock_wait_gives_up(root: Path, store: MaildirStore) -> None:
+    holder = await store.open("alice")
+    try:
+        start = trio.current_time()
+        with pytest.raises(MailboxInUse):
+            await MaildirStore(root, lock_wait=0.25).open("alice")
+        assert 0.25 <= trio.current_time() - start < 2
+    finally:
+        await holder.close()
+
+
+LOCK_HOLDER = """
+import sys
+import trio
+from trio_pop3.mailbox._maildir import MaildirStore
+
+async def main() -> None:
+    mailbox = await MaildirStore(sys.argv[1]).open(sys.argv[2])
+    print("locked", flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_lock_across_processes_and_recovery_after_kill(
+    root: Path, store: MaildirStore
+) -> None:
+    env = dict(os.environ)
+    project = PROJECT_DIR
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", LOCK_HOLDER, str(root), "alice"],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        output = b""
+        with trio.fail_after(SUBPROCESS_START_TIMEOUT):
+            while b"\n" not in output:
+                data = await process.stdout.receive_some()
+                assert data, "lock holder exited early"
+                output += data
+        assert output == b"locked\n"
+        with pytest.raises(MailboxInUse):
+            await store.open("alice")
+        # A crash: the process cannot release anything itself.
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+        mailbox = await store.open("alice")
+        await mailbox.close()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.stdout.aclose()
+
+
+async def test_closed_mailbox_refuses_use(root: Path, store: MaildirStore) -> None:
+    put(make_maildir(root), "new", "1.a.h")
+    mailbox = await store.open("alice")
+    [message] = await mailbox.list_messages()
+    await mailbox.close()
+    with pytest.raises(MailboxError):
+        await mailbox.list_messages()
+    with pytest.raises(MailboxError):
+        await read_all(mailbox, message)
+    with pytest.raises(MailboxError):
+        await mailbox.remove([message])
+    assert (root / "alice" / "new" / "1.a.h").exists()
+
+
+# -- listing, order, UIDs --------------------------------------------------------------
+
+
+async def test_listing_order_and_what_is_skipped(
+    tmp_path: Path, root: Path, store: MaildirStore
+) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1700000002.M12P1Q1.h")
+    put(maildir, "cur", "1700000002.M5P1Q1.h:2,S")
+    put(maildir, "cur", "1700000001.M900000P1.h:2,")
+    put(maildir, "new", "1700000010.x")
+    put(maildir, "new", "999.old")
+    put(maildir, "new", "no-timestamp")
+    put(maildir, "new", "123abc.not-a-timestamp")
+    # Skipped: dot files, directories, symlinks, files in tmp/ and in the Maildir root.
+    put(maildir, "new", ".hidden")
+    (maildir / "new" / "1600000000.dir").mkdir()
+    (tmp_path / "outside").write_bytes(b"secret\n")
+    (maildir / "cur" / "1500000000.link").symlink_to(tmp_path / "outside")
+    put(maildir, "tmp", "1400000000.partial")
+    (maildir / "1300000000.top").write_bytes(b"x")
+    messages = await snapshot(store)
+    assert [m.uid for m in messages] == [
+        "999.old",
+        "1700000001.M900000P1.h",
+        "1700000002.M5P1Q1.h",
+        "1700000002.M12P1Q1.h",
+        "1700000010.x",
+        "123abc.not-a-timestamp",
+        "no-timestamp",
+    ]
+
+
+def test_order_key_uses_seconds_then_microseconds() -> None:
+    names = ["10.M20P1.h", "9.M999999P1.h", "10.M3P1.h", "10.M3P1.a", "x", "10.plain"]
+    assert sorted(names, key=_maildir._order_key) == [
+        "9.M999999P1.h",
+        "10.plain",
+        "10.M3P1.a",
+        "10.M3P1.h",
+        "10.M20P1.h",
+        "x",
+    ]
+
+
+async def test_uids_stable_across_sessions_stores_moves_and_flags(
+    root: Path, store: MaildirStore
+) -> None:
+    maildir = root / "alice"
+    names = [deliver(maildir, data, fsync=False) for data in MESSAGES.values()]
+    first = await snapshot(store)
+    assert [m.uid for m in first] == names
+    # Another program moves one message to cur/ and changes flags on another.
+    os.rename(maildir / "new" / names[0], maildir / "cur" / f"{names[0]}:2,")
+    os.rename(maildir / "new" / names[1], maildir / "cur" / f"{names[1]}:2,S")
+    os.rename(maildir / "cur" / f"{names[1]}:2,S", maildir / "cur" / f"{names[1]}:2,RS")
+    assert [(m.uid, m.size) for m in await snapshot(store)] == [(m.uid, m.size) for m in first]
+    # A fresh store (a restarted server) agrees, sizes included.
+    fresh = await snapshot(MaildirStore(root, trust_size_tags=False))
+    assert [(m.uid, m.size) for m in fresh] == [(m.uid, m.size) for m in first]
+
+
+async def test_uid_hashed_for_names_outside_the_rfc_alphabet(
+    root: Path, store: MaildirStore
+) -> None:
+    maildir = make_maildir(root)
+    long_base = "1700000000." + "x" * 80
+    weird = ["1700000001.with space", "1700000002.caf\u00e9", long_base]
+    for name in weird:
+        put(maildir, "new", name)
+    put(maildir, "cur", "1700000003." + "y" * 59 + ":2,S")  # base is exactly 70 chars
+    write_raw_name(maildir, b"1700000004.not-utf8-\xff\xfe")
+    messages = await snapshot(store)
+    assert len(messages) == 5
+    assert messages[4].uid == hashlib.sha1(b"1700000004.not-utf8-\xff\xfe").hexdigest()
+    for message in messages[:3]:
+        assert re.fullmatch(r"[0-9a-f]{40}", message.uid)
+    assert messages[3].uid == "1700000003." + "y" * 59
+    assert len({m.uid for m in messages}) == 5
+    # Stable after a flag change.
+    os.rename(maildir / "new" / long_base, maildir / "cur" / f"{long_base}:2,S")
+    assert [m.uid for m in await snapshot(store)] == [m.uid for m in messages]
+
+
+async def test_duplicate_base_names_listed_once(root: Path, store: MaildirStore) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.dup.h")
+    put(maildir, "cur", "1.dup.h:2,S")
+    put(maildir, "new", "2.other.h")
+    messages = await snapshot(store)
+    assert [m.uid for m in messages] == ["1.dup.h", "2.other.h"]
+
+
+@given(st.text(max_size=120))
+def test_uid_rule_property(base: str) -> None:
+    uid = _maildir._uid_for_base(base)
+    assert UID_RE.fullmatch(uid)
+    assert uid == _maildir._uid_for_base(base)
+    allowed = 1 <= len(base) <= 70 and all(0x21 <= ord(ch) <= 0x7E for ch in base)
+    assert (uid == base) == allowed
+    if not allowed:
+        assert len(uid) == 40
+
+
+def _valid_file_name(name: str) -> bool:
+    return (
+        not name.startswith(".")
+        and ":" not in name
+        and 0 < len(os.fsencode(name)) <= 240  # room for ":2,S"
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=90
+        ).filter(_valid_file_name),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    )
+)
+async def test_uid_rule_property_on_disk(names: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        maildir = make_maildir(root)
+        for name in names:
+            put(maildir, "new", name)
+        store = MaildirStore(root, fsync=False)
+        before = await snapshot(store)
+        assert len(before) == len(names)
+        for message in before:
+            assert UID_RE.fullmatch(message.uid)
+        assert len({m.uid for m in before}) == len(names)
+        for name in names:
+            os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
+        after = await snapshot(MaildirStore(root, fsync=False))
+        assert sorted(m.uid for m in after) == sorted(m.uid for m in before)
+
+
+# -- sizes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trust", [True, False])
+@pytest.mark.parametrize("size_tags", [True, False])
+@pytest.mark.parametrize("kind", list(MESSAGES))
+async def test_sizes_are_wire_sizes(root: Path, kind: str, size_tags: bool, trust: bool) -> None:
+    data = MESSAGES[kind]
+    name = deliver(root / "alice", data, size_tags=size_tags, fsync=False)
+    assert (",W=" in name) == size_tags
+    [message] = await snapshot(MaildirStore(root, trust_size_tags=trust))
+    assert message.size == wire_size(data)
+    assert message.uid == name
+
+
+async def test_size_tag_trusted_only_when_asked(root: Path) -> None:
+    maildir = make_maildir(root)
+    data = b"a\nb\n"
+    put(maildir, "new", "1.a.h,S=4,W=999")
+    put(maildir, "new", "2.b.h,W=bogus", data)
+    [tagged, untagged] = await snapshot(MaildirStore(root))
+    assert tagged.size == 999
+    assert untagged.size == wire_size(data)
+    [tagged, _] = await snapshot(MaildirStore(root, trust_size_tags=False))
+    assert tagged.size == wire_size(b"Subject: x\n\nbody\n")
+
+
+async def test_size_cache(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    maildir = root / "alice"
+    names = [deliver(maildir, b"m%d\n" % i, fsync=False) for i in range(3)]
+    measure = Counter(_maildir._measure)
+    monkeypatch.setattr(_maildir, "_measure", measure)
+    store = MaildirStore(root, trust_size_tags=False)
+    first = await snapshot(store)
+    assert measure.calls == 3
+    assert await snapshot(store) == first
+    assert measure.calls == 3  # cached
+    # A move to cur/ with flags keeps inode, size and mtime: still cached.
+    os.rename(maildir / "new" / names[0], maildir / "cur" / f"{names[0]}:2,S")
+    assert [(m.uid, m.size) for m in await snapshot(store)] == [(m.uid, m.size) for m in first]
+    assert measure.calls == 3
+    # Rewritten content is measured again.
+    (maildir / "new" / names[1]).write_bytes(b"longer\nmessage\n")
+    after = await snapshot(store)
+    assert measure.calls == 4
+    assert after[1].size == wire_size(b"longer\nmessage\n")
+    # The cache belongs to the store: a new store reads again.
+    await snapshot(MaildirStore(root, trust_size_tags=False))
+    assert measure.calls == 7
+
+
+async def test_size_cache_limit_evicts_other_maildrops(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for user in ("alice", "bob"):
+        deliver(root / user, b"x\n", fsync=False)
+    measure = Counter(_maildir._measure)
+    monkeypatch.setattr(_maildir, "_measure", measure)
+    store = MaildirStore(root, size_cache_limit=1)
+    await snapshot(store, "alice")
+    await snapshot(store, "bob")  # evicts alice
+    await snapshot(store, "bob")
+    assert measure.calls == 2
+    await snapshot(store, "alice")
+    assert measure.calls == 3
+
+
+async def test_uncached_scan_is_one_thread_call_cached_small_is_inline(
+    root: Path, store: MaildirStore, thread_calls: Counter
+) -> None:
+    for i in range(40):
+        deliver(root / "alice", b"message %d\n" % i, fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        thread_calls.calls = 0
+        assert len(await mailbox.list_messages()) == 40
+        assert thread_calls.calls == 1
+    finally:
+        await mailbox.close()
+    # Small maildrop seen before: listed in the event loop.
+    for i in range(2):
+        deliver(root / "bob", b"message %d\n" % i, fsync=False)
+    await snapshot(store, "bob")
+    mailbox = await store.open("bob")
+    try:
+        thread_calls.calls = 0
+        assert len(await mailbox.list_messages()) == 2
+        assert thread_calls.calls == 0
+    finally:
+        await mailbox.close()
+
+
+# -- snapshot --------------------------------------------------------------------------
+
+
+async def test_new_mail_appears_only_in_next_session(root: Path, store: MaildirStore) -> None:
+    first_name = deliver(root / "alice", b"first\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        listing = await mailbox.list_messages()
+        later_name = deliver(root / "alice", b"later\n", fsync=False)
+        assert [m.uid for m in listing] == [first_name]
+        assert await mailbox.list_messages() == listing
+    finally:
+        await mailbox.close()
+    assert [m.uid for m in await snapshot(store)] == [first_name, later_name]
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+async def test_read_large_message_in_chunks(
+    root: Path, store: MaildirStore, thread_calls: Counter
+) -> None:
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\n"
+    data = b"Subject: big\n\n" + line * (3 * 1024 * 1024 // len(line)) + b"tail"
+    deliver(root / "alice", data, fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        assert message.size == wire_size(data)
+        thread_calls.calls = 0
+        chunks = await read_all(mailbox, message)
+        assert b"".join(chunks) == data
+        assert all(len(chunk) <= READ_CHUNK_SIZE for chunk in chunks)
+        assert len(chunks) == -(-len(data) // READ_CHUNK_SIZE)
+        assert thread_calls.calls == len(chunks)
+    finally:
+        await mailbox.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, INLINE_READ_LIMIT])
+async def test_read_small_message_inline(
+    root: Path, store: MaildirStore, thread_calls: Counter, size: int
+) -> None:
+    data = (b"x" * 99 + b"\n") * (size // 100) + b"y" * (size % 100)
+    deliver(root / "alice", data, fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        thread_calls.calls = 0
+        chunks = await read_all(mailbox, message)
+        assert chunks == ([data] if data else [])
+        assert thread_calls.calls == 0
+    finally:
+        await mailbox.close()
+
+
+async def test_read_stops_early_and_closes_file(root: Path, store: MaildirStore) -> None:
+    deliver(root / "alice", b"x\n" * (READ_CHUNK_SIZE * 2), fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        fds_before = len(os.listdir("/proc/self/fd"))
+        reader = mailbox.read_message(message)
+        assert len(await reader.__anext__()) == READ_CHUNK_SIZE
+        assert len(os.listdir("/proc/self/fd")) == fds_before + 1
+        await reader.aclose()  # type: ignore[attr-defined]
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+    finally:
+        await mailbox.close()
+
+
+async def test_read_finds_message_moved_or_reflagged(root: Path, store: MaildirStore) -> None:
+    maildir = root / "alice"
+    a = deliver(maildir, b"moved\n", fsync=False)
+    b = deliver(maildir, b"flagged\n", fsync=False)
+    os.rename(maildir / "new" / b, maildir / "cur" / f"{b}:2,")
+    mailbox = await store.open("alice")
+    try:
+        first, second = await mailbox.list_messages()
+        os.rename(maildir / "new" / a, maildir / "cur" / f"{a}:2,S")
+        os.rename(maildir / "cur" / f"{b}:2,", maildir / "cur" / f"{b}:2,RS")
+        assert await read_all(mailbox, first) == [b"moved\n"]
+        assert await read_all(mailbox, second) == [b"flagged\n"]
+        assert await read_all(mailbox, first) == [b"moved\n"]
+    finally:
+        await mailbox.close()
+
+
+async def test_read_vanished_message(root: Path, store: MaildirStore) -> None:
+    name = deliver(root / "alice", b"gone\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        (root / "alice" / "new" / name).unlink()
+        with pytest.raises(MailboxError) as info:
+            await read_all(mailbox, message)
+        assert info.value.code == ResponseCode.SYS_TEMP
+    finally:
+        await mailbox.close()
+
+
+async def test_symlinked_message_refused(tmp_path: Path, root: Path, store: MaildirStore) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root:x:0:0\n")
+    name = deliver(root / "alice", b"innocent\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        # Swapped for a symlink after the listing.
+        path = root / "alice" / "new" / name
+        path.unlink()
+        path.symlink_to(secret)
+        with pytest.raises(MailboxError):
+            await read_all(mailbox, message)
+    finally:
+        await mailbox.close()
+    # And a symlink is never listed.
+    assert await snapshot(store) == []
+
+
+async def test_fifo_message_refused_without_hanging(root: Path, store: MaildirStore) -> None:
+    name = deliver(root / "alice", b"innocent\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        path = root / "alice" / "new" / name
+        path.unlink()
+        os.mkfifo(path)
+        with trio.fail_after(5), pytest.raises(MailboxError):
+            await read_all(mailbox, message)
+    finally:
+        await mailbox.close()
+
+
+async def test_foreign_message_rejected(root: Path, store: MaildirStore) -> None:
+    deliver(root / "alice", b"x\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        await mailbox.list_messages()
+        forged = MessageInfo("1.x.h", 3, _maildir._Location("new", "../../etc/passwd", "1.x.h"))
+        with pytest.raises(ValueError, match="not from this maildrop"):
+            await read_all(mailbox, forged)
+        with pytest.raises(ValueError, match="not from this maildrop"):
+            await mailbox.remove([forged])
+    finally:
+        await mailbox.close()
+
+
+# -- removal ---------------------------------------------------------------------------
+
+
+def files_in(maildir: Path) -> set[str]:
+    return {str(path.relative_to(maildir)) for path in maildir.rglob("*") if not path.is_dir()}
+
+
+async def test_remove_only_the_given_messages(root: Path, store: MaildirStore) -> None:
+    maildir = root / "alice"
+    for i in range(5):
+        deliver(maildir, b"message %d\n" % i, fsync=False)
+    put(maildir, "tmp", "1.in-flight.h")
+    put(maildir, "new", ".dotfile")
+    mailbox = await store.open("alice")
+    try:
+        messages = await mailbox.list_messages()
+        before = files_in(maildir)
+        await mailbox.remove([messages[1], messages[3]])
+        removed = {f"new/{messages[1].uid}", f"new/{messages[3].uid}"}
+        assert files_in(maildir) == before - removed
+        await mailbox.remove([])
+    finally:
+        await mailbox.close()
+    assert [m.uid for m in await snapshot(store)] == [messages[i].uid for i in (0, 2, 4)]
+
+
+async def test_remove_vanished_and_moved_messages(root: Path, store: MaildirStore) -> None:
+    maildir = root / "alice"
+    names = [deliver(maildir, b"m%d\n" % i, fsync=False) for i in range(3)]
+    mailbox = await store.open("alice")
+    try:
+        messages = await mailbox.list_messages()
+        (maildir / "new" / names[0]).unlink()
+        os.rename(maildir / "new" / names[1], maildir / "cur" / f"{names[1]}:2,S")
+        await mailbox.remove(messages[:2])
+        assert files_in(maildir) - {LOCK_FILE_NAME} == {f"new/{names[2]}"}
+    finally:
+        await mailbox.close()
+
+
+async def test_remove_failure_reports_and_removes_the_others(
+    root: Path, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = root / "alice"
+    names = [deliver(maildir, b"m%d\n" % i, fsync=False) for i in range(4)]
+    real_unlink = os.unlink
+
+    def failing_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(path).endswith(names[1]):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", failing_unlink)
+    mailbox = await store.open("alice")
+    try:
+        messages = await mailbox.list_messages()
+        with pytest.raises(MailboxError) as info:
+            await mailbox.remove(messages)
+        assert info.value.code == ResponseCode.SYS_TEMP
+        assert info.value.text == "Some deleted messages were not removed."
+    finally:
+        await mailbox.close()
+    assert files_in(maildir) - {LOCK_FILE_NAME} == {f"new/{names[1]}"}
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+async def test_remove_fsyncs_directories(
+    root: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    maildir = root / "alice"
+    deliver(maildir, b"a\n", fsync=False)
+    name = deliver(maildir, b"b\n", fsync=False)
+    os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
+    synced: list[str] = []
+    monkeypatch.setattr(_maildir, "_fsync_dir", synced.append)
+    mailbox = await MaildirStore(root, fsync=fsync).open("alice")
+    try:
+        await mailbox.remove(await mailbox.list_messages())
+    finally:
+        await mailbox.close()
+    expected = [os.path.join(mailbox.path, sub) for sub in ("cur", "new")] if fsync else []
+    assert synced == expected
+
+
+# -- delivery --------------------------------------------------------------------------
+
+
+TWO_LINES = b"a\nb"
+
+
+def test_deliver_writes_new_message(root: Path) -> None:
+    maildir = root / "alice"
+    name = deliver(maildir, b"Subject: hi\n\nhello\n")
+    assert re.fullmatch(r"\d+\.M\d{1,6}P\d+Q\d+\.[^/:]+", name)
+    path = maildir / "new" / name
+    assert path.read_bytes() == b"Subject: hi\n\nhello\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list((maildir / "tmp").iterdir()) == []
+    assert (maildir / "cur").is_dir()
+    other = deliver(maildir, b"x")
+    assert other != name
+    tagged = deliver(maildir, TWO_LINES, size_tags=True)
+    assert tagged.endswith(f",S=3,W={wire_size(TWO_LINES)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_fds() -> Iterator[None]:
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    leaked = set(os.listdir("/proc/self/fd")) - before
+    # Entries may vanish (the listdir fd itself); only new open ones matter.
+    assert not {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}

@@ -1,0 +1,947 @@
+"""Maildir maildrops: one directory per user, one file per message.
+
+Layout
+------
+::
+
+    <root>/<user>/              the user's Maildir, created 0700 on first login
+        cur/  new/  tmp/        the standard Maildir directories
+        .trio-pop3.lock         the POP3 session lock (see below)
+
+Mail delivery agents write a message into ``tmp/`` and rename it into ``new/``; mail
+clients (and IMAP servers) move it to ``cur/`` and append flags after a ``:`` in the
+file name (``<base>:2,S``).  The part before the ``:`` (the *base name*) never changes
+for the life of a message, so it is what identifies a message here.
+
+Guarantees
+----------
+* **Exclusive lock** (RFC 1939 section 4).  :meth:`MaildirStore.open` takes
+  ``flock(LOCK_EX | LOCK_NB)`` on the lock file through a fresh ``open()``, so it
+  excludes other sessions of the same process as well as other processes.  The kernel
+  drops the lock when the process dies, so a crashed server never leaves a stale lock.
+  The lock is advisory: it excludes other trio_pop3 sessions, not MDAs or IMAP servers,
+  and every operation below copes with their concurrent changes.
+* **Snapshot** (RFC 1939 section 4).  :meth:`MaildirMailbox.list_messages` lists
+  ``cur/`` and ``new/`` once; mail delivered later is seen by the next session.
+  Messages are numbered in delivery order: the leading timestamp of the file name
+  (seconds), the ``M<microseconds>`` field when present, then the base name.
+* **Stable unique ids** (RFC 1939 section 7).  The UID is the base name if it is 1 to
+  70 characters in 0x21 to 0x7E, otherwise the hex SHA-1 of its bytes.  It survives
+  restarts, a move from ``new/`` to ``cur/`` and flag changes.  Within one listing
+  UIDs are unique (a base name present twice is listed once).
+* **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
+  the CRLF size and is used as is when ``trust_size_tags`` is on; otherwise the file is
+  read once through :class:`~trio_pop3.WireSizeCounter` and the result cached on the
+  store, keyed by the file's identity (inode, size, mtime).
+* **No escape from the Maildir.**  User names are checked with
+  :func:`~trio_pop3.is_safe_username`; a user directory or ``cur``/``new``/``tmp``
+  that resolves outside the root is refused; message files are opened with
+  ``O_NOFOLLOW`` and must be regular files, so a symlink or FIFO dropped into the
+  Maildir can neither leak other files nor hang the server.
+* **Safe removal.**  :meth:`MaildirMailbox.remove` unlinks exactly the given files
+  (each unlink is atomic), then fsyncs the directories.  Nothing else is ever written,
+  so a crash at any point cannot lose a message that was not deleted.
+
+Blocking file-system calls run in :func:`trio.to_thread.run_sync`, except the few that
+are cheaper than a thread round trip: taking the lock (a non-blocking ``flock``),
+opening and reading a message of at most :data:`INLINE_READ_LIMIT` octets, and
+re-listing a small maildrop whose sizes are already cached.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import hashlib
+import itertools
+import logging
+import os
+import re
+import socket
+import stat
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from .._errors import MailboxError, MailboxInUse, ResponseCode
+from .._names import is_safe_username
+from .._proto._wire import WireSizeCounter, wire_size
+from ._base import Mailbox, MailStore, MessageInfo
+
+__all__ = [
+    "INLINE_READ_LIMIT",
+    "LOCK_FILE_NAME",
+    "LOCK_RETRY_INTERVAL",
+    "READ_CHUNK_SIZE",
+    "SIZE_CACHE_LIMIT",
+    "MaildirMailbox",
+    "MaildirStore",
+    "deliver",
+]
+
+logger = logging.getLogger("trio_pop3.mailbox.maildir")
+
+#: Size of the chunks :meth:`MaildirMailbox.read_message` yields.  Big enough that the
+#: per-chunk cost (a thread round trip, a send) is small next to copying the data,
+#: small enough that many concurrent RETRs of large messages stay cheap in memory.
+READ_CHUNK_SIZE = 256 * 1024
+
+#: Messages up to this many octets are read with one ``os.read`` in the event loop:
+#: for a page-cached local file that is cheaper than a round trip to a worker thread,
+#: and most mail is smaller than this.
+INLINE_READ_LIMIT = 64 * 1024
+
+#: Name of the lock file inside each Maildir.  The leading dot keeps it out of
+#: Maildir listings and out of reach of user names (which may not start with a dot).
+LOCK_FILE_NAME = ".trio-pop3.lock"
+
+#: Default bound on the number of messages the store remembers over all maildrops
+#: (parsed name and size, a few hundred bytes each); the maildrops used least
+#: recently are forgotten first.
+SIZE_CACHE_LIMIT = 200_000
+
+#: Seconds between attempts to take a held lock when ``lock_wait`` is set: short
+#: next to a session, long enough that waiting sessions cost next to nothing.
+LOCK_RETRY_INTERVAL = 0.1
+
+#: RFC 1939 section 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
+_MAX_UID_LENGTH = 70
+
+#: Directory mode for created Maildirs: mail is private to its owner.
+_DIR_MODE = 0o700
+#: File mode for delivered messages.
+_FILE_MODE = 0o600
+
+#: A maildrop listed before with at most this many messages, all of known size, is
+#: re-listed in the event loop: a few dozen ``lstat`` calls on cached inodes cost
+#: less than the thread round trip.  Bigger or unknown maildrops go to a thread.
+_INLINE_SCAN_LIMIT = 32
+
+#: Longest ``W=`` value accepted (digits): 20 digits already exceed any file size.
+_MAX_TAG_DIGITS = 20
+
+#: Open message files read-only, never through a symlink (``ELOOP`` instead), without
+#: blocking on a FIFO someone dropped into the Maildir, and not inherited by children.
+_MESSAGE_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+#: ``open(O_NOFOLLOW)`` of a symlink fails with ELOOP on Linux, EMLINK on FreeBSD.
+_SYMLINK_ERRNOS = frozenset({errno.ELOOP, errno.EMLINK})
+
+#: Errors from fsync on a directory that mean "not supported here", not "failed".
+_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
+
+#: The message directories, in scan order: ``cur/`` first, so a message moved from
+#: ``new/`` to ``cur/`` during the scan is missed (and seen next session) rather than
+#: listed twice.
+_SCAN_DIRS = ("cur", "new")
+
+#: A usable unique-id: 1 to 70 characters in 0x21 to 0x7E (RFC 1939 section 7).
+_UID_SAFE_RE = re.compile(rf"[\x21-\x7e]{{1,{_MAX_UID_LENGTH}}}")
+
+#: The microseconds field of a standard unique name, ``<sec>.M<usec>P<pid>...``.
+_USEC_RE = re.compile(r"M([0-9]{1,6})(?![0-9])")
+
+
+# --------------------------------------------------------------------------------------
+# File names
+
+
+def _base_name(name: str) -> str:
+    """Return the part of a Maildir file name before the ``:`` info part."""
+    base = name.partition(":")[0]
+    # A name starting with ":" has no base; fall back to the whole name.
+    return base or name
+
+
+def _is_uid_safe(text: str) -> bool:
+    return _UID_SAFE_RE.fullmatch(text) is not None
+
+
+def _name_bytes(name: str) -> bytes:
+    """Return the bytes of a file name as the file system stores them."""
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:  # not a name from the file system; still be stable
+        return name.encode("utf-8", "surrogatepass")
+
+
+def _uid_for_base(base: str) -> str:
+    """Return the UIDL unique-id for a message with this base name (RFC 1939 section 7).
+
+    The base name itself when it is 1 to 70 characters in 0x21 to 0x7E (what Dovecot's
+    ``%g`` gives for Maildir), else the 40-digit hex SHA-1 of its bytes.
+    """
+    if _is_uid_safe(base):
+        return base
+    return hashlib.sha1(_name_bytes(base)).hexdigest()
+
+
+def _size_tag(base: str) -> int | None:
+    """Return the ``W=<n>`` (CRLF size) of a Dovecot base name, if there is one."""
+    start = base.find(",W=")
+    if start < 0:
+        return None
+    start += 3
+    end = base.find(",", start)
+    digits = base[start:] if end < 0 else base[start:end]
+    if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_TAG_DIGITS:
+        return int(digits)
+    return None
+
+
+def _order_key(base: str) -> tuple[int, int, int, str]:
+    """Return the delivery-order sort key of a base name.
+
+    Names with a leading ``<seconds>.`` come first, by seconds, then by the
+    ``M<microseconds>`` field of the second part if present, then by base name.
+    """
+    head, dot, rest = base.partition(".")
+    if not (dot and head.isascii() and head.isdigit()):
+        return (1, 0, 0, base)
+    match = _USEC_RE.search(rest.partition(".")[0])
+    usec = int(match.group(1)) if match else 0
+    return (0, int(head), usec, base)
+
+
+# --------------------------------------------------------------------------------------
+# Scanning (runs in a worker thread, or inline for small cached maildrops)
+
+#: Identity of a file's contents for the size cache: (st_dev, st_ino, st_size,
+#: st_mtime_ns).  Maildir messages are never rewritten in place, and a rename (new/ to
+#: cur/, flag change) keeps all four.
+_Stamp = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    """Where a listed message was: ``MessageInfo.key`` of a Maildir message."""
+
+    subdir: str
+    name: str
+    base: str
+
+
+#: A message of a listing with its delivery-order key (see :func:`_order_key`).
+_Listed = tuple[tuple[int, int, int, str], MessageInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the store remembers about a maildrop between sessions."""
+
+    listing: Mapping[tuple[str, str], _Listed]  # (subdir, file name) -> last listing
+    sizes: Mapping[str, tuple[_Stamp, int]]  # base name -> (stamp, wire size)
+
+
+class _InlineScanAborted(Exception):
+    """An inline scan found work too big for the event loop."""
+
+
+def _plain_maildir(path: str) -> bool:
+    """Return whether ``path``, ``path/cur`` and ``path/new`` are directories, not symlinks.
+
+    Three ``lstat`` calls: cheap enough for the event loop.
+    """
+    try:
+        return all(
+            stat.S_ISDIR(os.lstat(directory).st_mode)
+            for directory in (path, os.path.join(path, "cur"), os.path.join(path, "new"))
+        )
+    except OSError:
+        return False
+
+
+def _stamp(st: os.stat_result) -> _Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _measure(path: str) -> tuple[_Stamp, int] | None:
+    """Read a message file and return its stamp and wire size (None: not a message)."""
+    try:
+        fd = os.open(path, _MESSAGE_OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in _SYMLINK_ERRNOS:
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        counter = WireSizeCounter()
+        remaining = st.st_size
+        while remaining > 0:
+            chunk = os.read(fd, min(READ_CHUNK_SIZE, remaining))
+            if not chunk:
+                break
+            counter.feed(chunk)
+            remaining -= len(chunk)
+        return _stamp(st), counter.finish()
+    finally:
+        os.close(fd)
+
+
+def _scan(
+    maildir: str, known: _Known | None, trust_size_tags: bool, inline: bool
+) -> tuple[tuple[MessageInfo, ...], _Known]:
+    """List ``cur/`` and ``new/`` and size every message.
+
+    Args:
+        maildir: The Maildir path.
+        known: The cache from the previous listing, or None.
+        trust_size_tags: Use ``W=`` tags instead of reading files.
+        inline: Running in the event loop: raise :class:`_InlineScanAborted` rather than
+            list more than :data:`_INLINE_SCAN_LIMIT` files or read any file.
+
+    Raises:
+        OSError: a directory cannot be listed or a message cannot be read.
+        _InlineScanAborted: see ``inline``.
+    """
+    old_sizes = known.sizes if known is not None else {}
+    old_listing = known.listing if known is not None else {}
+    sizes: dict[str, tuple[_Stamp, int]] = {}
+    listing: dict[tuple[str, str], _Listed] = {}
+    seen: set[str] = set()
+    for subdir in _SCAN_DIRS:
+        directory = os.path.join(maildir, subdir)
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if inline and len(listing) >= _INLINE_SCAN_LIMIT:
+                    raise _InlineScanAborted
+                # Parsing names costs more than the system calls: reuse the last one.
+                previous = old_listing.get((subdir, name))
+                size: int | None
+                if previous is not None:
+                    order, info = previous
+                    base, uid, size = order[3], info.uid, info.size
+                    if not (trust_size_tags and _size_tag(base) is not None):
+                        size = None
+                else:
+                    base = _base_name(name)
+                    uid = _uid_for_base(base)
+                    size = _size_tag(base) if trust_size_tags else None
+                st: os.stat_result | None = None
+                try:
+                    if size is None:
+                        st = entry.stat(follow_symlinks=False)
+                        regular = stat.S_ISREG(st.st_mode)
+                    else:  # d_type from readdir: usually no system call at all
+                        regular = entry.is_file(follow_symlinks=False)
+                except FileNotFoundError:  # gone since readdir
+                    continue
+                if not regular:
+                    continue
+                if uid in seen:
+                    logger.warning("Maildir %s: duplicate base name %r ignored", maildir, name)
+                    continue
+                if st is not None:
+                    stamp = _stamp(st)
+                    cached = old_sizes.get(base)
+                    if cached is not None and cached[0] == stamp:
+                        sizes[base] = cached
+                        size = cached[1]
+                    elif inline:
+                        raise _InlineScanAborted
+                    else:
+                        measured = _measure(entry.path)
+                        if measured is None:  # vanished or replaced by a non-file
+                            continue
+                        sizes[base] = measured
+                        size = measured[1]
+                assert size is not None
+                seen.add(uid)
+                if previous is not None and previous[1].size == size:
+                    listing[subdir, name] = previous
+                else:
+                    info = MessageInfo(uid, size, _Location(subdir, name, base))
+                    listing[subdir, name] = (_order_key(base), info)
+    ordered = sorted(listing.values(), key=_listed_order)
+    return tuple(info for _, info in ordered), _Known(listing, sizes)
+
+
+def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
+    """Sort key of a listed message: delivery order, then the full file name."""
+    order, info = listed
+    assert isinstance(info.key, _Location)
+    return order, info.key.name
+
+
+def _locate(maildir: str, base: str) -> _Location | None:
+    """Find the current file of a message by its base name (after a move or rename)."""
+    for subdir in _SCAN_DIRS:
+        with os.scandir(os.path.join(maildir, subdir)) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(".") and _base_name(name) == base:
+                    return _Location(subdir, name, base)
+    return None
+
+
+def _index_by_base(maildir: str) -> dict[str, _Location]:
+    """Map the base name of every file in ``cur/`` and ``new/`` to its location."""
+    index: dict[str, _Location] = {}
+    for subdir in reversed(_SCAN_DIRS):  # cur/ last, so it wins, as in _locate
+        with os.scandir(os.path.join(maildir, subdir)) as entries:
+            for entry in entries:
+                if not entry.name.startswith("."):
+                    base = _base_name(entry.name)
+                    index[base] = _Location(subdir, entry.name, base)
+    return index
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the directory's entries (renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _read_inline(fd: int, size: int) -> bytes:
+    """Read ``size`` octets (fewer at EOF) from a small file, usually in one call."""
+    data = os.read(fd, size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    remaining = size - len(data)
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+# The store
+
+
+class MaildirStore(MailStore):
+    """Maildrops kept as Maildirs under one root directory, ``<root>/<user>/``.
+
+    Args:
+        root: The directory holding one Maildir per user.  It must exist.
+        create: Create a missing user Maildir (mode 0700, with ``cur``, ``new`` and
+            ``tmp``) on first login; if False a missing Maildir is an error.
+        trust_size_tags: Take a message's size from a Dovecot ``,W=<n>`` tag in its
+            file name instead of reading the file.  Turn it off if mail is delivered
+            by something that may write wrong tags: a wrong size breaks clients.
+        fsync: fsync the Maildir directories after removing messages, so a crash
+            right after QUIT cannot bring deleted messages back.
+        size_cache_limit: Most messages (sizes, parsed names) to remember over all
+            maildrops, and most users whose checked Maildir path is remembered.
+        lock_wait: Seconds to keep trying when another session holds the lock
+            before giving up with :class:`~trio_pop3.MailboxInUse` (Dovecot waits
+            10 s); 0 gives up at once.
+
+    Example::
+
+        store = MaildirStore("/var/mail/pop3")
+        mailbox = await store.open("alice")
+        try:
+            for message in await mailbox.list_messages():
+                ...
+        finally:
+            await mailbox.close()
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        trust_size_tags: bool = True,
+        fsync: bool = True,
+        size_cache_limit: int = SIZE_CACHE_LIMIT,
+        lock_wait: float = 0.0,
+    ) -> None:
+        self._root = os.path.abspath(os.fspath(root))
+        self._create = create
+        self._trust_size_tags = trust_size_tags
+        self._fsync = fsync
+        self._size_cache_limit = size_cache_limit
+        self._lock_wait = lock_wait
+        # Maildir path -> what the last listing learnt; least recently used first.
+        self._known: collections.OrderedDict[str, _Known] = collections.OrderedDict()
+        self._known_sizes = 0
+        # User -> real Maildir path, for Maildirs checked and found free of symlinks:
+        # later logins only lstat it and take the lock, without a thread.
+        self._paths: dict[str, str] = {}
+
+    @property
+    def root(self) -> str:
+        """The absolute path of the directory holding the users' Maildirs."""
+        return self._root
+
+    @property
+    def fsync(self) -> bool:
+        """Whether directories are fsynced after messages are removed."""
+        return self._fsync
+
+    async def open(self, user: str) -> MaildirMailbox:
+        """Lock and open ``user``'s Maildir, creating it if allowed.
+
+        Raises:
+            MailboxInUse: another session (of any process) holds the lock.
+            MailboxError: the user name is not usable as a directory name, the
+                Maildir is missing (and ``create`` is off) or resolves outside the
+                root (``[SYS/PERM]``), or a file-system error (``[SYS/TEMP]``).
+        """
+        if not is_safe_username(user):
+            raise MailboxError("Invalid mailbox name.", ResponseCode.SYS_PERM)
+        path = self._paths.get(user)
+        checked_now = False
+        if path is None or not _plain_maildir(path):
+            path = await self._check_maildir(user)
+            checked_now = True
+        deadline = trio.current_time() + self._lock_wait
+        while True:
+            # Opening the lock file and a non-blocking flock are quick: no thread.
+            try:
+                lock_fd = self._lock(path)
+            except MailboxInUse:
+                remaining = deadline - trio.current_time()
+                if remaining <= 0:
+                    raise
+                await trio.sleep(min(LOCK_RETRY_INTERVAL, remaining))
+                continue
+            except OSError as exc:
+                if not checked_now:
+                    # Removed or replaced since it was checked: check it again.
+                    path = await self._check_maildir(user)
+                    checked_now = True
+                    continue
+                logger.error("Cannot lock the Maildir of %r: %s", user, exc)
+                raise MailboxError("Cannot open mailbox.") from exc
+            return MaildirMailbox(self, path, lock_fd)
+
+    async def _check_maildir(self, user: str) -> str:
+        """Check (or create) a user's Maildir in a thread; return its real path.
+
+        A Maildir reached without any symlink is remembered: later logins only check
+        with :func:`_plain_maildir` that it still has no symlink, and take the lock.
+        """
+        self._paths.pop(user, None)
+        path, plain = await trio.to_thread.run_sync(self._open_sync, user)
+        if plain:
+            if len(self._paths) >= self._size_cache_limit:
+                self._paths.clear()
+            self._paths[user] = path
+        return path
+
+    def _forget_path(self, path: str) -> None:
+        """Check the Maildir at ``path`` again at the next login (it changed)."""
+        for user in [user for user, known in self._paths.items() if known == path]:
+            del self._paths[user]
+
+    # -- helpers used by MaildirMailbox -------------------------------------------------
+
+    def _open_sync(self, user: str) -> tuple[str, bool]:
+        """Check or create the Maildir.
+
+        Returns:
+            Its real path, and whether it was reached without following a symlink
+            (the user directory, ``cur`` and ``new`` are plain directories).
+        """
+        try:
+            real_root = os.path.realpath(self._root)
+            user_dir = os.path.join(self._root, user)
+            if not os.path.lexists(user_dir):
+                if not self._create:
+                    raise MailboxError("No such mailbox.", ResponseCode.SYS_PERM)
+                try:
+                    os.mkdir(user_dir, _DIR_MODE)
+                except FileExistsError:  # a concurrent first login
+                    pass
+            maildir = self._checked_dir(user_dir, real_root, user)
+            for subdir in ("cur", "new", "tmp"):
+                sub_path = os.path.join(maildir, subdir)
+                if not os.path.lexists(sub_path):
+                    if not self._create:
+                        raise MailboxError("Mailbox is damaged.", ResponseCode.SYS_PERM)
+                    try:
+                        os.mkdir(sub_path, _DIR_MODE)
+                    except FileExistsError:
+                        pass
+                self._checked_dir(sub_path, real_root, user)
+            plain = maildir == os.path.join(real_root, user) and _plain_maildir(maildir)
+            return maildir, plain
+        except MailboxError:
+            raise
+        except OSError as exc:
+            logger.error("Cannot open the Maildir of %r: %s", user, exc)
+            raise MailboxError("Cannot open mailbox.") from exc
+
+    @staticmethod
+    def _checked_dir(path: str, real_root: str, user: str) -> str:
+        """Return the real path of a Maildir directory, refusing one outside the root."""
+        real = os.path.realpath(path)
+        inside = real != real_root and os.path.commonpath([real_root, real]) == real_root
+        if not inside:
+            logger.error("Maildir of %r: %s resolves outside the root", user, path)
+            raise MailboxError("Mailbox is not accessible.", ResponseCode.SYS_PERM)
+        if not os.path.isdir(real):
+            logger.error("Maildir of %r: %s is not a directory", user, path)
+            raise MailboxError("Mailbox is damaged.", ResponseCode.SYS_PERM)
+        return real
+
+    @staticmethod
+    def _lock(maildir: str) -> int:
+        """Open the lock file and take the exclusive lock; return its descriptor."""
+        fd = os.open(
+            os.path.join(maildir, LOCK_FILE_NAME),
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            _FILE_MODE,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MailboxInUse() from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _get_known(self, maildir: str) -> _Known | None:
+        known = self._known.get(maildir)
+        if known is not None:
+            self._known.move_to_end(maildir)
+        return known
+
+    def _set_known(self, maildir: str, known: _Known) -> None:
+        old = self._known.pop(maildir, None)
+        if old is not None:
+            self._known_sizes -= len(old.listing)
+        self._known[maildir] = known
+        self._known_sizes += len(known.listing)
+        while self._known_sizes > self._size_cache_limit and len(self._known) > 1:
+            _, evicted = self._known.popitem(last=False)
+            self._known_sizes -= len(evicted.listing)
+
+    async def _snapshot(self, maildir: str) -> tuple[MessageInfo, ...]:
+        known = self._get_known(maildir)
+        trust = self._trust_size_tags
+        try:
+            try:
+                if known is None or len(known.listing) > _INLINE_SCAN_LIMIT:
+                    raise _InlineScanAborted
+                messages, new_known = _scan(maildir, known, trust, inline=True)
+            except _InlineScanAborted:
+                messages, new_known = await trio.to_thread.run_sync(
+                    _scan, maildir, known, trust, False
+                )
+        except OSError as exc:
+            logger.error("Cannot list Maildir %s: %s", maildir, exc)
+            self._forget_path(maildir)  # cur/ or new/ gone?  Check again next login.
+            raise MailboxError("Cannot list mailbox.") from exc
+        self._set_known(maildir, new_known)
+        return messages
+
+
+# --------------------------------------------------------------------------------------
+# The open maildrop
+
+
+class MaildirMailbox(Mailbox):
+    """One session's locked view of a Maildir; made by :meth:`MaildirStore.open`.
+
+    Resource handling:
+        Holds the maildrop lock (an open file descriptor) until :meth:`close`.
+    """
+
+    def __init__(self, store: MaildirStore, path: str, lock_fd: int) -> None:
+        self._store = store
+        self._path = path
+        self._lock_fd = lock_fd
+        self._messages: tuple[MessageInfo, ...] | None = None
+        self._by_uid: dict[str, object] = {}
+        # Messages found moved or renamed since the listing: base name -> location.
+        self._moved: dict[str, _Location] = {}
+
+    @property
+    def path(self) -> str:
+        """The real path of the Maildir."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the lock is released)."""
+        return self._lock_fd < 0
+
+    def _check_open(self) -> None:
+        if self._lock_fd < 0:
+            raise MailboxError("Mailbox is closed.")
+
+    def _location(self, message: MessageInfo) -> _Location:
+        key = message.key
+        if not isinstance(key, _Location) or self._by_uid.get(message.uid) != key:
+            raise ValueError(f"message {message.uid!r} is not from this maildrop listing")
+        return self._moved.get(key.base, key)
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        """Return the snapshot of ``cur/`` and ``new/``, in delivery order.
+
+        The first call lists the Maildir; later calls return the same snapshot.
+        Dot files and anything not a regular file (symlinks included) are skipped.
+
+        Raises:
+            MailboxError: a directory cannot be listed or a message cannot be read.
+        """
+        self._check_open()
+        if self._messages is None:
+            messages = await self._store._snapshot(self._path)
+            self._by_uid = {info.uid: info.key for info in messages}
+            self._messages = messages
+        return self._messages
+
+    async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        """Yield the stored bytes of ``message`` in chunks of :data:`READ_CHUNK_SIZE`.
+
+        The file is found even if another program moved it to ``cur/`` or changed
+        its flags since the listing.  A message of at most :data:`INLINE_READ_LIMIT`
+        octets is read in the event loop with one ``os.read``; larger ones chunk by
+        chunk in a worker thread, never whole in memory.
+
+        Raises:
+            MailboxError: the message vanished, is not a regular file (a symlink is
+                refused), or cannot be read.
+            ValueError: ``message`` is not from this mailbox's listing.
+        """
+        self._check_open()
+        location = self._location(message)
+        fd, size = await self._open_message(location)
+        try:
+            try:
+                data = _read_inline(fd, size) if size <= INLINE_READ_LIMIT else None
+            except OSError as exc:
+                raise self._read_error(location, exc) from exc
+            if data is not None:
+                if data:
+                    yield data
+                return
+            remaining = size
+            while remaining > 0:
+                try:
+                    chunk = await trio.to_thread.run_sync(
+                        os.read, fd, min(READ_CHUNK_SIZE, remaining)
+                    )
+                except OSError as exc:
+                    raise self._read_error(location, exc) from exc
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    def _read_error(self, location: _Location, exc: OSError) -> MailboxError:
+        logger.error("Maildir %s: cannot read %s: %s", self._path, location.name, exc)
+        return MailboxError("Cannot read message.")
+
+    async def _open_message(self, location: _Location) -> tuple[int, int]:
+        """Open a listed message's file, following it if it was moved or renamed.
+
+        Returns:
+            The file descriptor and the file's size.
+        """
+        path = os.path.join(self._path, location.subdir, location.name)
+        try:
+            opened = self._open_regular(path)
+        except FileNotFoundError:
+            try:
+                moved = await trio.to_thread.run_sync(_locate, self._path, location.base)
+                if moved is None:
+                    raise MailboxError("Message no longer exists.") from None
+                self._moved[location.base] = moved
+                opened = self._open_regular(os.path.join(self._path, moved.subdir, moved.name))
+            except FileNotFoundError:
+                raise MailboxError("Message no longer exists.") from None
+            except OSError as exc:
+                raise self._read_error(location, exc) from exc
+        except OSError as exc:
+            raise self._read_error(location, exc) from exc
+        return opened
+
+    @staticmethod
+    def _open_regular(path: str) -> tuple[int, int]:
+        """Open ``path`` for reading if it is a regular file (not through a symlink).
+
+        Returns:
+            The file descriptor and the file's size.
+
+        Raises:
+            FileNotFoundError: no such file.
+            MailboxError: it is a symlink or not a regular file.
+        """
+        try:
+            fd = os.open(path, _MESSAGE_OPEN_FLAGS)
+        except OSError as exc:
+            if exc.errno in _SYMLINK_ERRNOS:
+                logger.error("Maildir message %s is a symlink: refused", path)
+                raise MailboxError("Cannot read message.") from exc
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                logger.error("Maildir message %s is not a regular file: refused", path)
+                raise MailboxError("Cannot read message.")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st.st_size
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        """Unlink the files of ``messages``, then fsync the directories.
+
+        A message another program already removed counts as removed; one it moved
+        to ``cur/`` or renamed is found by its base name.  Every message is tried
+        even if some fail.  No other file is touched.
+
+        Raises:
+            MailboxError: some files could not be removed (``[SYS/TEMP]``); the
+                others were removed.
+            ValueError: a message is not from this mailbox's listing (nothing is
+                removed).
+        """
+        self._check_open()
+        locations = [self._location(message) for message in messages]
+        if not locations:
+            return
+        failures = await trio.to_thread.run_sync(self._remove_sync, locations)
+        if failures:
+            raise MailboxError("Some deleted messages were not removed.", ResponseCode.SYS_TEMP)
+
+    def _remove_sync(self, locations: Sequence[_Location]) -> int:
+        """Unlink the files; return how many could not be removed (errors are logged)."""
+        failures = 0
+        touched: set[str] = set()
+        index: dict[str, _Location] | None = None  # base name -> file, built on demand
+        for location in locations:
+            try:
+                try:
+                    os.unlink(os.path.join(self._path, location.subdir, location.name))
+                    touched.add(location.subdir)
+                    continue
+                except FileNotFoundError:
+                    pass
+                # Moved to cur/ or renamed by another program since?  If it cannot
+                # be found, someone else removed it: that counts as removed.
+                if index is None:
+                    index = _index_by_base(self._path)
+                current = index.get(location.base)
+                if current is None:
+                    continue
+                try:
+                    os.unlink(os.path.join(self._path, current.subdir, current.name))
+                    touched.add(current.subdir)
+                except FileNotFoundError:
+                    pass
+            except OSError as exc:
+                failures += 1
+                logger.error("Maildir %s: cannot remove %s: %s", self._path, location.name, exc)
+        if self._store.fsync:
+            for subdir in sorted(touched):
+                try:
+                    _fsync_dir(os.path.join(self._path, subdir))
+                except OSError as exc:
+                    failures += 1
+                    logger.error("Maildir %s: cannot fsync %s/: %s", self._path, subdir, exc)
+        return failures
+
+    async def close(self) -> None:
+        """Release the maildrop lock.  Calling it again does nothing."""
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd < 0:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:  # closing the descriptor below releases it anyway
+            pass
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------
+# Delivery
+
+_delivery_counter = itertools.count(1)
+
+
+def _host_part() -> str:
+    """Return this host's name escaped for a Maildir unique name."""
+    host = socket.gethostname() or "localhost"
+    return host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
+
+
+def deliver(
+    maildir_path: str | os.PathLike[str],
+    message_bytes: bytes,
+    *,
+    size_tags: bool = False,
+    fsync: bool = True,
+) -> str:
+    """Deliver a message into a Maildir the standard way; return its file name.
+
+    The message is written to ``tmp/<name>`` (mode 0600), then linked into
+    ``new/<name>``, so a reader never sees a partial message.  ``<name>`` is the
+    standard unique name ``<seconds>.M<usec>P<pid>Q<counter>.<host>``.  Missing
+    ``cur``/``new``/``tmp`` directories are created.  This is a blocking function, for
+    tests, the command line and examples; from trio, call it with
+    :func:`trio.to_thread.run_sync`.
+
+    Args:
+        maildir_path: The Maildir (the directory holding ``new/``).
+        message_bytes: The message, with LF or CRLF line ends.
+        size_tags: Append Dovecot's ``,S=<octets>,W=<CRLF octets>`` to the name.
+        fsync: Make the message durable before returning.
+
+    Returns:
+        The file name in ``new/``.
+
+    Example::
+
+        deliver("/var/mail/pop3/alice", b"Subject: hi\\n\\nHello\\n")
+    """
+    path = os.fspath(maildir_path)
+    for subdir in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(path, subdir), _DIR_MODE, exist_ok=True)
+    usec_total = time.time_ns() // 1000
+    seconds, usec = divmod(usec_total, 1_000_000)
+    name = f"{seconds}.M{usec}P{os.getpid()}Q{next(_delivery_counter)}.{_host_part()}"
+    if size_tags:
+        name += f",S={len(message_bytes)},W={wire_size(message_bytes)}"
+    tmp_path = os.path.join(path, "tmp", name)
+    new_path = os.path.join(path, "new", name)
+    fd = os.open(
+        tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE
+    )
+    try:
+        try:
+            os.fchmod(fd, _FILE_MODE)  # whatever the umask
+            view = memoryview(message_bytes)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        # link() rather than rename(): it never replaces an existing message.
+        os.link(tmp_path, new_path)
+    finally:
+        os.unlink(tmp_path)
+    if fsync:
+        _fsync_dir(os.path.join(path, "new"))
+    return name
