@@ -165,14 +165,19 @@ class POP3Handler:
     # -- replies -----------------------------------------------------------------
     async def send_ok(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         """Send ``+OK text`` (with an optional response code)."""
-        await self._s.write(format_reply(True, text, None if code is None else str(code)))
+        await self._reply(format_reply(True, text, None if code is None else str(code)))
 
     async def send_err(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         """Send ``-ERR text``; ``code`` is a response code such as ``ResponseCode.SYS_TEMP``.
 
         Raising :class:`~trio_pop3.POP3Error` from a command does the same.
         """
-        await self._s.write(format_reply(False, text, None if code is None else str(code)))
+        await self._reply(format_reply(False, text, None if code is None else str(code)))
+
+    async def _reply(self, line: bytes) -> None:
+        session = self._s
+        session.log_sent(line)
+        await session.write(line)
 
     async def send_data(
         self,
@@ -235,7 +240,9 @@ class POP3Handler:
 
     async def send_raw(self, *lines: Line) -> None:
         """Send lines exactly as given, each followed by CRLF (no stuffing, no checks)."""
-        await self._s.write(b"".join(_line_bytes(line) + b"\r\n" for line in lines))
+        data = b"".join(_line_bytes(line) + b"\r\n" for line in lines)
+        self._s.log_sent(data[:200])
+        await self._s.write(data)
 
     def close_client(self) -> None:
         """Close the connection after the current command's reply has been sent."""

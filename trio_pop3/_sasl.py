@@ -31,6 +31,7 @@ import secrets
 from typing import ClassVar, Protocol, final
 
 from ._errors import AuthenticationFailed, POP3Error, ResponseCode
+from ._mailbox import Authenticator, ScramCredentials
 from ._proto._sasl import (
     SCRAM_DEFAULT_ITERATIONS,
     SASLProtocolError,
@@ -47,7 +48,6 @@ from ._proto._sasl import (
     scram_salted_password,
     scram_server_keys,
 )
-from ._mailbox import Authenticator, ScramCredentials
 
 __all__ = [
     "DEFAULT_MECHANISMS",

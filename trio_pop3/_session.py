@@ -197,12 +197,19 @@ class Session:
             self.inbuf.feed(data)
 
     def log_received(self, line: bytes) -> None:
+        """Log a client line at DEBUG level, secrets masked (``debug=True`` only)."""
         if not self.config.debug:
             return
-        head, _, rest = line.partition(b" ")
-        if head.upper().decode("ascii", "replace") in _SECRET_COMMANDS and rest:
-            line = head + b" ***"
+        # Split exactly as parse_command does, so any spelling of PASS is masked.
+        parts = line.lstrip(b" \t").split(None, 1)
+        if parts and parts[0].upper().decode("ascii", "replace") in _SECRET_COMMANDS:
+            line = parts[0] + (b" ***" if len(parts) > 1 else b"")
         logger.debug("%s C: %r", self.label, line)
+
+    def log_sent(self, line: bytes) -> None:
+        """Log a reply's status line at DEBUG level (``debug=True`` only)."""
+        if self.config.debug:
+            logger.debug("%s S: %r", self.label, line.rstrip(b"\r\n"))
 
 
 async def run_session(handler: POP3Handler, session: Session) -> None:

@@ -94,6 +94,8 @@ class LineBuffer:
             return LineTooLong(length)
         if nl + 1 > limit:
             del buf[: nl + 1]
+            if nl + 1 > self.max_discard:
+                raise BufferOverflow(f"line longer than {self.max_discard} octets")
             return LineTooLong(nl + 1)
         end = nl - 1 if nl > 0 and buf[nl - 1] == 0x0D else nl
         line = bytes(buf[:end])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["MessageWriter", "WireSizeCounter", "stuff_lines", "wire_size"]
+__all__ = ["MessageWriter", "WireSizeCounter", "header_needs_utf8", "stuff_lines", "wire_size"]
 
 _CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
@@ -212,3 +212,30 @@ def stuff_lines(lines: Iterable[bytes]) -> bytes:
         parts.append(_CRLF)
     parts.append(TERMINATOR)
     return b"".join(parts)
+
+
+def header_needs_utf8(data: bytes) -> bool:
+    """Return whether the header at the start of ``data`` holds UTF-8 (RFC 6532).
+
+    Such a message needs the client to have sent UTF8 (RFC 6856 section 2.1).  Only
+    the header part found in ``data`` is examined (up to the first empty line); raw
+    8-bit bytes that are not valid UTF-8 (legacy Latin-1 headers) do not count.
+
+    >>> header_needs_utf8("Subject: Grüße\\n\\nbody".encode())
+    True
+    """
+    end = len(data)
+    for sep in (b"\n\n", b"\r\n\r\n"):
+        pos = data.find(sep)
+        if 0 <= pos < end:
+            end = pos
+    header = data[:end]
+    if header.isascii():
+        return False
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A chunk boundary may cut a character; what came before it decides.
+        if exc.reason != "unexpected end of data":
+            return False
+    return True

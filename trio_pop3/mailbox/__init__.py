@@ -12,7 +12,7 @@ from ._base import (
     MessageInfo as MessageInfo,
     ScramCredentials as ScramCredentials,
 )
-from ._handler import MailboxHandler as MailboxHandler
+from ._handler import LoginDelay as LoginDelay, MailboxHandler as MailboxHandler
 from ._maildir import (
     MaildirMailbox as MaildirMailbox,
     MaildirStore as MaildirStore,
@@ -26,6 +26,7 @@ from ._memory import (
 
 __all__ = [
     "Authenticator",
+    "LoginDelay",
     "MailStore",
     "Mailbox",
     "MailboxHandler",

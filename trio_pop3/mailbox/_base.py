@@ -6,8 +6,8 @@ them without an import cycle.
 
 from .._mailbox import (
     Authenticator as Authenticator,
-    MailStore as MailStore,
     Mailbox as Mailbox,
+    MailStore as MailStore,
     MessageInfo as MessageInfo,
     ScramCredentials as ScramCredentials,
 )

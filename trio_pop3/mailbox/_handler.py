@@ -9,12 +9,16 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
+
+import trio
 
 from .._errors import AuthenticationFailed, MailboxError, POP3Error, ResponseCode
 from .._handler import POP3Handler
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
+from .._proto._sasl import saslprep
 from .._proto._state import State
+from .._proto._wire import header_needs_utf8
 from .._sasl import (
     DEFAULT_MECHANISMS,
     SASLCancelled,
@@ -26,7 +30,7 @@ from .._sasl import (
 from .._session import _ClientGone
 from ._base import Authenticator, Mailbox, MailStore, MessageInfo
 
-__all__ = ["MailboxHandler"]
+__all__ = ["LoginDelay", "MailboxHandler"]
 
 logger = logging.getLogger("trio_pop3")
 
@@ -52,6 +56,10 @@ class MailboxHandler(POP3Handler):
             Without an SSL context on the server, plaintext login is always allowed.
         mechanisms: SASL mechanisms offered by AUTH (RFC 5034), in CAPA order.  Add
             your own :class:`~trio_pop3.SASLMechanism` subclass here.
+        login_delay: A shared :class:`LoginDelay`: announce LOGIN-DELAY and refuse
+            logins that come too soon (RFC 2449 section 6.5).
+        expire: Announce EXPIRE (RFC 2449 section 6.7): days mail may be left on the
+            server, or ``"NEVER"``.  Only announced; deleting old mail is the site's job.
 
     Example::
 
@@ -68,6 +76,8 @@ class MailboxHandler(POP3Handler):
         apop: bool = False,
         allow_insecure_auth: bool = False,
         mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
+        login_delay: LoginDelay | None = None,
+        expire: int | Literal["NEVER"] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -75,6 +85,16 @@ class MailboxHandler(POP3Handler):
         self.apop_enabled = apop
         self.allow_insecure_auth = allow_insecure_auth
         self.mechanisms = tuple(mechanisms)
+        self.login_delay = login_delay
+        if (
+            expire is not None
+            and expire != "NEVER"
+            and (not isinstance(expire, int) or expire < 0)
+        ):
+            raise ValueError("expire must be a number of days >= 0 or 'NEVER'")
+        self.expire = expire
+        #: Whether the client sent UTF8 (RFC 6856 section 2).
+        self.utf8 = False
         #: The authenticated user, once in TRANSACTION.
         self.user: str | None = None
         self.mailbox: Mailbox | None = None
@@ -86,7 +106,9 @@ class MailboxHandler(POP3Handler):
     def greeting(self) -> str:
         """The server's greeting, plus the APOP timestamp when APOP is on (RFC 1939 §7)."""
         text = super().greeting()
-        if self.apop_enabled:
+        # GREET-05: the timestamp *is* the APOP advertisement, so it appears only where
+        # APOP may be used.
+        if self.apop_enabled and self.plaintext_allowed():
             rand = os.urandom(APOP_RANDOM_BYTES).hex()
             self._timestamp = f"<{os.getpid()}.{time.time_ns()}.{rand}@{self._s.config.hostname}>"
             text = f"{text} {self._timestamp}"
@@ -105,6 +127,13 @@ class MailboxHandler(POP3Handler):
         if offered:
             # RFC 5034 section 3 / SASL-17: announced in both states.
             caps.insert(caps.index("RESP-CODES"), "SASL " + " ".join(m.name for m in offered))
+        at = caps.index("PIPELINING") + 1
+        if self.login_delay is not None:
+            caps.insert(at, f"LOGIN-DELAY {self.login_delay.seconds}")
+        if self.expire is not None:
+            caps.insert(at, f"EXPIRE {self.expire}")
+        # RFC 6856 section 2: UTF8 command; USER: UTF-8 user names and passwords.
+        caps.insert(at, "UTF8 USER")
         caps.insert(caps.index("PIPELINING") + 1, "AUTH-RESP-CODE")
         return caps
 
@@ -116,12 +145,23 @@ class MailboxHandler(POP3Handler):
                 ResponseCode.AUTH,
             )
 
+    async def on_tls(self) -> None:
+        """Forget what the client said before STLS (RFC 2595 section 4)."""
+        self._pending_user = None
+
+    async def pop3_UTF8(self, arg: str | None) -> None:
+        """UTF8 (RFC 6856 section 2.1): serve messages as stored, UTF-8 headers included."""
+        if arg is not None and arg.strip():
+            raise POP3Error("UTF8 takes no arguments.")
+        self.utf8 = True
+        await self.send_ok("UTF8 enabled.")
+
     async def pop3_USER(self, arg: str | None) -> None:
         """USER name (RFC 1939 §7): remember the name; the answer never reveals if it exists."""
         self._require_plaintext()
         if arg is None or not arg.strip():
             raise POP3Error("Missing user name.")
-        self._pending_user = arg.strip()
+        self._pending_user = _prepare(arg.strip())
         await self.send_ok("Send your password.")
 
     async def pop3_PASS(self, arg: str | None) -> None:
@@ -132,7 +172,7 @@ class MailboxHandler(POP3Handler):
             raise POP3Error("No user name given.")
         if arg is None:
             raise AuthenticationFailed()
-        if not await self.authenticator.check_password(user, arg):
+        if not await self.authenticator.check_password(user, _prepare(arg)):
             await self.login_failed(user)
         await self.login(user)
 
@@ -145,7 +185,7 @@ class MailboxHandler(POP3Handler):
         parts = (arg or "").split()
         if len(parts) != 2:
             raise POP3Error("Usage: APOP name digest")
-        user, digest = parts
+        user, digest = _prepare(parts[0]), parts[1]
         secret = await self.authenticator.get_secret(user)
         expected = hashlib.md5(
             (self._timestamp + (secret or "\x00")).encode("utf-8"), usedforsecurity=False
@@ -207,6 +247,8 @@ class MailboxHandler(POP3Handler):
             POP3Error: ``[IN-USE]`` or ``[SYS/...]`` when the maildrop can't be opened;
                 the lock is released before the reply (STATE-03).
         """
+        if self.login_delay is not None:
+            self.login_delay.check(user)
         mailbox = await self.store.open(user)
         try:
             messages = await mailbox.list_messages()
@@ -217,6 +259,8 @@ class MailboxHandler(POP3Handler):
         self.mailbox = mailbox
         self.maildrop = Maildrop(messages)
         self.state = State.TRANSACTION
+        if self.login_delay is not None:
+            self.login_delay.record(user)
         peer = self.peer
         logger.info("login: user=%s rip=%s", user[:64], peer[0] if peer else "-")
         count, size = self.maildrop.stat()
@@ -292,6 +336,10 @@ class MailboxHandler(POP3Handler):
         except BaseException:
             await _aclose(chunks)
             raise
+        if not self.utf8 and header_needs_utf8(first):
+            # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.
+            await _aclose(chunks)
+            raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
         try:
             await self.send_message(text, _prepend(first, chunks), body_lines=lines)
         except MailboxError as exc:
@@ -329,6 +377,53 @@ class MailboxHandler(POP3Handler):
         mailbox, self.mailbox = self.mailbox, None
         if mailbox is not None:
             await mailbox.close()
+
+
+def _prepare(text: str) -> str:
+    """SASLprep a non-ASCII user name or password (RFC 6856 section 2.2, UTF8-04/05)."""
+    if text.isascii():
+        return text
+    try:
+        prepared = saslprep(text)
+    except ValueError:
+        raise AuthenticationFailed() from None
+    if not prepared:
+        raise AuthenticationFailed()
+    return prepared
+
+
+class LoginDelay:
+    """Minimum seconds between two logins of the same user (RFC 2449 section 6.5).
+
+    Share one instance between all connections (pass it through the handler factory).
+    A login that comes too soon is refused with ``-ERR [LOGIN-DELAY]``.  Times are
+    kept in memory, on trio's clock, and forgotten after ``seconds``.
+
+    Example::
+
+        delay = LoginDelay(900)
+        factory = functools.partial(MailboxHandler, store, users, login_delay=delay)
+    """
+
+    def __init__(self, seconds: int) -> None:
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+
+    def check(self, user: str) -> None:
+        """Raise ``POP3Error([LOGIN-DELAY])`` if ``user`` logged in too recently."""
+        last = self._last.get(user)
+        if last is not None and trio.current_time() - last < self.seconds:
+            raise POP3Error("Login delay not yet expired.", ResponseCode.LOGIN_DELAY)
+
+    def record(self, user: str) -> None:
+        """Note a successful login of ``user`` now."""
+        now = trio.current_time()
+        if len(self._last) > 10_000:
+            # Forget expired entries so the table stays bounded by active users.
+            self._last = {u: t for u, t in self._last.items() if now - t < self.seconds}
+        self._last[user] = now
 
 
 @dataclass(slots=True)
