@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import trio
 
-from ._config import DEFAULT_IDLE_TIMEOUT
+from ._config import DEFAULT_IDLE_TIMEOUT, Limits
 from ._server import POP3Server
 from ._version import __version__
 from .mailbox import Authenticator, MailboxHandler, MailStore
@@ -98,7 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=CLI_LOGIN_TIMEOUT,
         help="idle seconds before login (default: 180)",
     )
-    serve.add_argument("--max-connections", type=_count, default=None, help="concurrent clients")
+    serve.add_argument(
+        "--max-connections",
+        type=_count,
+        default=Limits().max_connections,
+        help="concurrent clients (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=_count,
+        default=Limits().max_connections_per_address,
+        help="concurrent clients from one address (default: %(default)s)",
+    )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
     serve.add_argument("--pop3s-port", type=_port, default=None, help="implicit-TLS port (995)")
@@ -143,18 +154,33 @@ def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 
 
 async def _serve_until_signal(server: POP3Server, on_ready: Callable[[list[str]], None]) -> None:
-    """Serve until SIGINT or SIGTERM, then stop and roll back every open session."""
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    The first signal stops accepting and ends idle sessions with ``-ERR [SYS/TEMP]``;
+    busy sessions get :data:`DEFAULT_SHUTDOWN_GRACE` seconds.  A second signal
+    cancels them at once.  Either way nothing uncommitted is removed.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+
+            async def run(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+                await server.serve(task_status=task_status)
+                # serve() returns once shutdown() has let the last session end.
+                nursery.cancel_scope.cancel()
+
             try:
-                listeners = await nursery.start(server.serve)
+                listeners = await nursery.start(run)
             except OSError as exc:
                 raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
             on_ready([_address(listener) for listener in listeners])
             async for signum in signals:
-                logger.info("received %s, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                name = signal.Signals(signum).name
+                if not server.draining:
+                    logger.info("received %s, shutting down", name)
+                    server.shutdown()
+                else:
+                    logger.info("received %s again, stopping now", name)
+                    nursery.cancel_scope.cancel()
 
 
 def _address(listener: trio.SocketListener) -> str:
@@ -184,7 +210,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         timeout=args.timeout,
         login_timeout=args.login_timeout,
-        max_connections=args.max_connections,
+        limits=Limits(
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
+        ),
         ssl_context=context,
         pop3s_port=args.pop3s_port,
         allow_insecure_auth=args.allow_insecure_auth,

@@ -8,6 +8,7 @@ __all__ = [
     "DEFAULT_CLEANUP_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SHUTDOWN_GRACE",
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "Limits",
 ]
@@ -23,6 +24,10 @@ DEFAULT_TLS_HANDSHAKE_TIMEOUT = 30.0
 #: a maildrop lock and a buffer forever.  60 s of no progress on one send_all of at
 #: most FLUSH_THRESHOLD octets means the client is gone or hostile.
 DEFAULT_SEND_TIMEOUT = 60.0
+
+#: Grace period of a graceful shutdown: sessions in the middle of a command (a RETR
+#: of a large message) get this long to finish before they are cancelled.
+DEFAULT_SHUTDOWN_GRACE = 10.0
 
 #: Deadline for the shielded commit() and disconnect() hooks: long enough to unlink
 #: thousands of files and fsync, short enough that a shutdown is never stuck.
@@ -43,12 +48,28 @@ class Limits:
             a broken client: the connection is dropped.
         max_bad_commands: Unknown, malformed or wrong-state commands tolerated per
             connection before it is dropped (Dovecot: 20 after login); None disables.
+        max_auth_failures: Failed logins per connection before it is dropped (RFC 1939
+            section 4 lets the server close after a failure; STATE-04); None disables.
+        auth_failure_delay: Seconds before answering a failed login, doubled for each
+            further failure of the connection or of its address in the last 15
+            minutes (Dovecot: 2 s, and an anvil penalty up to 15 s).  0 disables.
+        auth_failure_delay_max: The cap of that delay.
+        max_connections: Concurrent connections in total; more are answered
+            ``-ERR [SYS/TEMP]`` and closed.  1000 sessions cost about 10 MB here.
+        max_connections_per_address: Concurrent connections from one client address
+            (Dovecot: 10 per user and address).  A NAT gateway may carry many users,
+            hence 50.  None disables.
     """
 
     max_command_line: int = 255
     max_auth_line: int = 8192
     max_discard: int = 64 * 1024
     max_bad_commands: int | None = 20
+    max_auth_failures: int | None = 5
+    auth_failure_delay: float = 2.0
+    auth_failure_delay_max: float = 15.0
+    max_connections: int | None = 1000
+    max_connections_per_address: int | None = 50
 
     def __post_init__(self) -> None:
         if self.max_command_line < 255:
@@ -57,3 +78,5 @@ class Limits:
             raise ValueError("max_auth_line must be at least max_command_line")
         if self.max_discard < self.max_auth_line:
             raise ValueError("max_discard must be at least max_auth_line")
+        if self.auth_failure_delay < 0 or self.auth_failure_delay_max < 0:
+            raise ValueError("auth failure delays must be >= 0")

@@ -19,6 +19,7 @@ from ._proto._commands import format_reply
 from ._proto._receivebuffer import LineTooLong
 from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
 from ._proto._wire import MessageWriter
+from ._throttle import failure_delay
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -265,6 +266,38 @@ class POP3Handler:
             raise POP3Error("Line too long.")
         session.log_received(b"*** " if line not in (b"*", b"") else line)
         return line
+
+    # -- login throttling ------------------------------------------------------------
+    async def delay_failed_login(self) -> None:
+        """Count a failed login and wait before its ``-ERR`` is sent.
+
+        The wait doubles with each failure of this connection or of its client
+        address within 15 minutes (:attr:`Limits.auth_failure_delay`, capped at
+        :attr:`Limits.auth_failure_delay_max`), so brute force gets slow however many
+        connections it opens.  Past :attr:`Limits.max_auth_failures` on this
+        connection, the connection is closed after the reply.  Call it for every kind
+        of failure alike (unknown user, wrong password), so timing reveals nothing.
+        """
+        session = self._s
+        limits = session.config.limits
+        session.auth_failures += 1
+        count = session.auth_failures
+        if session.server is not None and session.peer is not None:
+            recent = session.server.addresses.record_failure(session.peer[0], trio.current_time())
+            count = max(count, recent)
+        delay = failure_delay(count, limits.auth_failure_delay, limits.auth_failure_delay_max)
+        if delay:
+            await trio.sleep(delay)
+        budget = limits.max_auth_failures
+        if budget is not None and session.auth_failures >= budget:
+            logger.info("%s disconnected: too many failed logins", session.label)
+            session.closing = True
+
+    def note_login_success(self) -> None:
+        """Forget the client address's recent failures after a successful login."""
+        session = self._s
+        if session.server is not None and session.peer is not None:
+            session.server.addresses.record_success(session.peer[0])
 
     # -- hooks -------------------------------------------------------------------
     async def on_connect(self) -> None:

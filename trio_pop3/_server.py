@@ -15,6 +15,7 @@ from ._config import (
     DEFAULT_CLEANUP_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SEND_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     Limits,
 )
@@ -22,6 +23,7 @@ from ._errors import ResponseCode
 from ._handler import POP3Handler
 from ._proto._commands import format_reply
 from ._session import Session, SessionConfig, _ClientGone, run_session
+from ._throttle import AddressTracker
 
 __all__ = ["DEFAULT_GREETING", "POP3Server"]
 
@@ -64,9 +66,8 @@ class POP3Server:
         send_timeout: Seconds one write may make no progress before the client is
             dropped (a client that stops reading mid-RETR).
         cleanup_timeout: Deadline of the shielded commit() and disconnect() hooks.
-        max_connections: Concurrent connections served; more are answered
-            ``-ERR [SYS/TEMP]`` and closed.  None means no limit.
-        limits: Line lengths and bad-command budget, see :class:`Limits`.
+        limits: Line lengths, bad-command budget, login throttling and connection
+            limits, see :class:`Limits`.
         hostname: Name used in APOP timestamps and SASL challenges.
 
     Example::
@@ -95,7 +96,6 @@ class POP3Server:
         tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         cleanup_timeout: float = DEFAULT_CLEANUP_TIMEOUT,
-        max_connections: int | None = None,
         limits: Limits | None = None,
         hostname: str | None = None,
     ) -> None:
@@ -108,7 +108,6 @@ class POP3Server:
         self.port = port
         self.host = host
         self.pop3s_port = pop3s_port
-        self.max_connections = max_connections
         self.config = SessionConfig(
             greeting=greeting,
             goodbye=goodbye,
@@ -125,6 +124,12 @@ class POP3Server:
             hostname=hostname or socket.gethostname(),
         )
         self._active = 0
+        self._sessions: set[Session] = set()
+        self._draining = False
+        self._accept_scope: trio.CancelScope | None = None
+        self._session_scope: trio.CancelScope | None = None
+        #: Live connections and recent login failures per client address.
+        self.addresses = AddressTracker()
 
     @property
     def active_connections(self) -> int:
@@ -155,11 +160,45 @@ class POP3Server:
                 for listener in plain:
                     await trio.aclose_forcefully(listener)
                 raise
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(self.serve_listeners, plain))
-            if secure:
-                await nursery.start(partial(self.serve_listeners, secure, implicit_tls=True))
-            task_status.started(plain + secure)
+        async with trio.open_nursery() as sessions:
+            self._session_scope = sessions.cancel_scope
+            async with trio.open_nursery() as accept:
+                self._accept_scope = accept.cancel_scope
+                if self._draining:
+                    accept.cancel_scope.cancel()
+                for group, tls in ((plain, False), (secure, True)):
+                    if group:
+                        handler = partial(self.handle_stream, implicit_tls=tls)
+                        await accept.start(
+                            partial(trio.serve_listeners, handler, group, handler_nursery=sessions)
+                        )
+                task_status.started(plain + secure)
+            # Accepting stopped (shutdown()); the sessions nursery waits for the rest.
+
+    def shutdown(self, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
+        """Stop gracefully: stop accepting, end idle sessions, then cancel the rest.
+
+        Idle sessions (waiting for a command) are told ``-ERR [SYS/TEMP]`` and closed
+        at once; a session in the middle of a command finishes it (within ``grace``
+        seconds) and is then told the same.  After ``grace`` seconds every remaining
+        session is cancelled.  Nothing uncommitted is ever removed: sessions end
+        without UPDATE, and each runs its disconnect hook.  :meth:`serve` returns
+        when the last session has ended.  Must be called from the trio thread.
+        """
+        self._draining = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        for session in list(self._sessions):
+            session.drain()
+        if self._session_scope is not None:
+            self._session_scope.deadline = min(
+                self._session_scope.deadline, trio.current_time() + grace
+            )
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._draining
 
     async def serve_listeners(
         self,
@@ -178,13 +217,25 @@ class POP3Server:
         """Serve one client on ``stream`` until the session ends; closes the stream."""
         peer = _peer_of(stream)
         label = f"{peer[0]}:{peer[1]}" if peer else "memory"
-        if self.max_connections is not None and self._active >= self.max_connections:
+        limits = self.config.limits
+        address = peer[0] if peer else ""
+        if self._draining:
+            await _refuse(stream, "Server shutting down.")
+            return
+        if limits.max_connections is not None and self._active >= limits.max_connections:
             logger.warning("%s refused: %d connections already", label, self._active)
             await _refuse(stream, "Too many connections, try again later.")
             return
+        per_address = limits.max_connections_per_address
+        if per_address is not None and self.addresses.connections(address) >= per_address:
+            logger.warning("%s refused: too many connections from this address", label)
+            await _refuse(stream, "Too many connections from your address.")
+            return
         self._active += 1
+        self.addresses.connect(address)
+        session = Session(stream, self.config, peer=peer, server=self)
+        self._sessions.add(session)
         try:
-            session = Session(stream, self.config, peer=peer)
             if implicit_tls:
                 assert self.config.ssl_context is not None
                 try:
@@ -197,6 +248,8 @@ class POP3Server:
             await run_session(self.handler_factory(), session)
             logger.info("%s disconnected", label)
         finally:
+            self._sessions.discard(session)
+            self.addresses.disconnect(address)
             self._active -= 1
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -33,6 +33,15 @@ from ._proto._state import State
 
 if TYPE_CHECKING:
     from ._handler import POP3Handler
+    from ._throttle import AddressTracker
+
+
+class _Server(Protocol):
+    """What a session needs of its server."""
+
+    @property
+    def addresses(self) -> AddressTracker: ...
+
 
 __all__ = ["FLUSH_THRESHOLD", "RECEIVE_SIZE", "SessionConfig"]
 
@@ -52,6 +61,10 @@ _SECRET_COMMANDS = frozenset({"PASS", "AUTH", "APOP"})
 
 class _ClientGone(Exception):
     """The peer closed, broke the connection, or stopped reading."""
+
+
+class _ShuttingDown(_ClientGone):
+    """The server is shutting down gracefully; the session ends before its next command."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,13 +96,19 @@ class Session:
         *,
         peer: tuple[str, int] | None,
         tls: bool = False,
+        server: _Server | None = None,
     ) -> None:
         self.stream = stream
         self.config = config
         self.peer = peer
         self.tls = tls
+        self.server = server
         self.closing = False
+        self.draining = False
+        self.idle = False
         self.bad_commands = 0
+        self.auth_failures = 0
+        self._read_scope: trio.CancelScope | None = None
         self.inbuf = LineBuffer(
             limit=config.limits.max_auth_line, max_discard=config.limits.max_discard
         )
@@ -109,6 +128,12 @@ class Session:
             del out[:]
         else:
             await self._send(data)
+
+    def drain(self) -> None:
+        """Ask the session to end before its next command (graceful shutdown)."""
+        self.draining = True
+        if self.idle and self._read_scope is not None:
+            self._read_scope.cancel()
 
     def is_closing(self) -> bool:
         """Whether the session ends after the current command."""
@@ -177,6 +202,8 @@ class Session:
             else self.config.login_timeout
         )
         while True:
+            if self.draining:
+                raise _ShuttingDown("server shutting down")
             try:
                 line = self.inbuf.next_line(limit)
             except BufferOverflow as exc:
@@ -185,16 +212,24 @@ class Session:
                 return line
             await self.flush()
             data: bytes | bytearray = b""
-            with trio.move_on_after(timeout if timeout is not None else float("inf")):
+            with trio.move_on_after(
+                timeout if timeout is not None else float("inf")
+            ) as self._read_scope:
+                # Stays True if cancelled here, so run_session can tell the client.
+                self.idle = True
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.idle = False
                     raise _ClientGone(str(exc) or type(exc).__name__) from None
+                self.idle = False
                 if not data:
                     raise _ClientGone("end of stream")
-            if not data:
-                return None
-            self.inbuf.feed(data)
+            self.idle = False
+            if data:
+                self.inbuf.feed(data)
+            elif not self.draining:
+                return None  # the idle timer fired
 
     def log_received(self, line: bytes) -> None:
         """Log a client line at DEBUG level, secrets masked (``debug=True`` only)."""
@@ -219,8 +254,16 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
     try:
         try:
             await _converse(handler, session)
+        except _ShuttingDown:
+            session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
+            logger.info("%s closed: server shutting down", session.label)
         except _ClientGone as exc:
             logger.debug("%s connection ended: %s", session.label, exc)
+        except trio.Cancelled:
+            if session.idle:
+                # Cancelled while waiting for a command: tell the client why.
+                session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
+            raise
     finally:
         handler._set_state(State.DISCONNECT)
         with trio.move_on_after(config.cleanup_timeout, shield=True) as scope:

@@ -238,6 +238,7 @@ class MailboxHandler(POP3Handler):
         logger.warning(
             "authentication failure: user=%s rip=%s", user[:64], peer[0] if peer else "-"
         )
+        await self.delay_failed_login()
         raise AuthenticationFailed()
 
     async def login(self, user: str) -> None:
@@ -259,6 +260,7 @@ class MailboxHandler(POP3Handler):
         self.mailbox = mailbox
         self.maildrop = Maildrop(messages)
         self.state = State.TRANSACTION
+        self.note_login_success()
         if self.login_delay is not None:
             self.login_delay.record(user)
         peer = self.peer
