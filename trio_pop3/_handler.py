@@ -80,6 +80,9 @@ class POP3Handler:
         self._state = State.CONNECT
         self._session: Session | None = None
         self._data: dict[str, Any] = {}
+        #: Name of the command before the current one (None at first), e.g. for PASS
+        #: which is valid only right after USER.
+        self.previous_command: str | None = None
 
     # -- framework-owned, read-only ------------------------------------------
     def _attach(self, session: Session) -> None:

@@ -104,6 +104,7 @@ class Session:
         self.tls = tls
         self.server = server
         self.closing = False
+        self.broken = False  # a send failed or was cancelled: never send again
         self.draining = False
         self.idle = False
         self.bad_commands = 0
@@ -124,8 +125,10 @@ class Session:
             return
         if out:
             out += data
-            await self._send(out)
-            del out[:]
+            try:
+                await self._send(out)
+            finally:
+                del out[:]
         else:
             await self._send(data)
 
@@ -152,6 +155,9 @@ class Session:
                 del self._out[:]
 
     async def _send(self, data: bytes | bytearray) -> None:
+        if self.broken:
+            raise _ClientGone("connection already broken")
+        self.broken = True  # until send_all completes: a cancelled send_all is final
         try:
             if self.config.send_timeout is None:
                 await self.stream.send_all(data)
@@ -162,6 +168,7 @@ class Session:
             raise _ClientGone("send timed out") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone(str(exc) or type(exc).__name__) from None
+        self.broken = False
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """Wrap the stream in TLS and complete the handshake under its timeout.
@@ -271,10 +278,11 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                 await handler.disconnect()
             except Exception:
                 logger.exception("%s disconnect() hook failed", session.label)
-            try:
-                await session.flush()
-            except (_ClientGone, trio.Cancelled):
-                pass
+            if not session.broken:
+                try:
+                    await session.flush()
+                except _ClientGone:
+                    pass
         if scope.cancelled_caught:
             logger.warning("%s disconnect() hook timed out", session.label)
         await trio.aclose_forcefully(session.stream)
@@ -313,6 +321,7 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
             await _bad_command(handler, session, "Command line too long.")
             continue
         await _dispatch(handler, session, command.name, command.arg)
+        handler.previous_command = command.name
     await session.flush()
 
 

@@ -106,7 +106,7 @@ def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
     text = _clean(text)
     if code is None and text.startswith("["):
         text = "(" + text[1:]
-    raw = (f"{head} {text}" if text else head).encode("utf-8")
+    raw = (f"{head} {text}" if text else head).encode("utf-8", "replace")
     if len(raw) > MAX_REPLY_LINE - 2:
         raw = raw[: MAX_REPLY_LINE - 2].decode("utf-8", "ignore").encode("utf-8")
     return raw + b"\r\n"

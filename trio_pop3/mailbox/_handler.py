@@ -168,10 +168,11 @@ class MailboxHandler(POP3Handler):
         """PASS string (RFC 1939 §7): valid only right after USER."""
         self._require_plaintext()
         user, self._pending_user = self._pending_user, None
-        if user is None:
+        # RFC 1939 section 7 (USER-01): PASS is valid only right after a successful USER.
+        if user is None or self.previous_command != "USER":
             raise POP3Error("No user name given.")
         if arg is None:
-            raise AuthenticationFailed()
+            await self.login_failed(user)
         if not await self.authenticator.check_password(user, _prepare(arg)):
             await self.login_failed(user)
         await self.login(user)
@@ -190,7 +191,8 @@ class MailboxHandler(POP3Handler):
         expected = hashlib.md5(
             (self._timestamp + (secret or "\x00")).encode("utf-8"), usedforsecurity=False
         ).hexdigest()
-        if not hmac.compare_digest(expected, digest.lower()) or secret is None:
+        given = digest.lower().encode("utf-8", "replace")
+        if not hmac.compare_digest(expected.encode("ascii"), given) or secret is None:
             await self.login_failed(user)
         await self.login(user)
 
@@ -370,9 +372,17 @@ class MailboxHandler(POP3Handler):
         if self.mailbox is None or self.maildrop is None:
             return
         doomed = self.maildrop.deleted()
-        if doomed:
-            await self.mailbox.remove(doomed)
-            logger.info("%s user=%s removed %d messages", self._s.label, self.user, len(doomed))
+        mailbox, self.mailbox = self.mailbox, None
+        try:
+            if doomed:
+                await mailbox.remove(doomed)
+                logger.info(
+                    "%s user=%s removed %d messages", self._s.label, self.user, len(doomed)
+                )
+        finally:
+            # Release the lock before the reply, so a client that reconnects as soon
+            # as it reads +OK is not refused with [IN-USE].
+            await mailbox.close()
 
     async def disconnect(self) -> None:
         """Release the maildrop lock; uncommitted deletions are simply forgotten."""

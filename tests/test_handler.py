@@ -1,0 +1,689 @@
+"""POP3Handler over memory streams: dispatch, state, replies, limits, hooks.
+
+The handler under test is :class:`conftest.SkeletonHandler`, written like the seed's
+synopsis (USER/PASS against a dict, ``self.state = "TRANS"``, STAT/RETR of fixed
+content).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trio
+from pop3_support import (
+    MESSAGES,
+    Client,
+    Recorder,
+    SkeletonHandler,
+    memory_session,
+)
+
+from trio_pop3 import (
+    Limits,
+    POP3Error,
+    POP3Handler,
+    ResponseCode,
+    State,
+    __version__,
+    wire_size,
+)
+
+TOTAL = sum(wire_size(m) for m in MESSAGES)
+
+
+def handler_of(recorder: Recorder) -> SkeletonHandler:
+    handler = recorder.last
+    assert isinstance(handler, SkeletonHandler)
+    return handler
+
+
+async def raw_multi(client: Client) -> bytes:
+    """Read a whole multi-line response, first line included, as raw bytes."""
+    out = [await client.raw_line()]
+    if out[0].startswith(b"+OK"):
+        while (line := await client.raw_line()) != b".\r\n":
+            out.append(line)
+        out.append(line)
+    return b"".join(out)
+
+
+# -- transcripts ---------------------------------------------------------------------------
+
+Transcript = list[tuple[str, str]]
+
+TRANSCRIPTS: dict[str, Transcript] = {
+    "login-stat-quit": [
+        ("USER alice", "+OK username accepted, send password"),
+        ("PASS secret", "+OK logged in"),
+        ("STAT", f"+OK 3 {TOTAL}"),
+        ("NOOP", "+OK"),
+        ("QUIT", "+OK goodbye"),
+    ],
+    "case-insensitive": [  # RFC 1939 §3 (WIRE-01)
+        ("user alice", "+OK username accepted, send password"),
+        ("PaSs secret", "+OK logged in"),
+        ("stat", f"+OK 3 {TOTAL}"),
+        ("StAt", f"+OK 3 {TOTAL}"),
+        ("quit", "+OK goodbye"),
+    ],
+    "pass-keeps-spaces": [  # RFC 1939 §7 (WIRE-11)
+        ("USER bob", "+OK username accepted, send password"),
+        ("PASS two words ", "-ERR [AUTH] invalid username or password"),
+        ("USER bob", "+OK username accepted, send password"),
+        ("PASS two  words ", "+OK logged in"),
+    ],
+    "wrong-password": [
+        ("USER alice", "+OK username accepted, send password"),
+        ("PASS wrong", "-ERR [AUTH] invalid username or password"),
+        ("STAT", "-ERR STAT not allowed in AUTHORIZATION state."),
+        ("PASS secret", "+OK logged in"),
+    ],
+    "missing-argument": [
+        ("USER", "-ERR missing argument"),
+        ("USER ", "-ERR missing argument"),
+    ],
+    "wrong-state-before-login": [  # RFC 1939 §3 (WIRE-08)
+        ("STAT", "-ERR STAT not allowed in AUTHORIZATION state."),
+        ("LIST", "-ERR LIST not allowed in AUTHORIZATION state."),
+        ("RETR 1", "-ERR RETR not allowed in AUTHORIZATION state."),
+        ("NOOP", "-ERR NOOP not allowed in AUTHORIZATION state."),
+        ("XECHO hi", "-ERR XECHO not allowed in AUTHORIZATION state."),
+        # Standard commands this handler does not implement are simply unknown.
+        ("DELE 1", "-ERR Unknown command: DELE"),
+        ("UIDL", "-ERR Unknown command: UIDL"),
+    ],
+    "wrong-state-after-login": [  # RFC 1939 §3 (WIRE-08)
+        ("USER alice", "+OK username accepted, send password"),
+        ("PASS secret", "+OK logged in"),
+        ("USER alice", "-ERR USER not allowed in TRANSACTION state."),
+        ("PASS secret", "-ERR PASS not allowed in TRANSACTION state."),
+        ("APOP alice 0123", "-ERR Unknown command: APOP"),
+        ("STAT", f"+OK 3 {TOTAL}"),
+    ],
+    "unknown-commands": [  # RFC 1939 §3 (WIRE-07)
+        ("FOO", "-ERR Unknown command: FOO"),
+        ("foo bar baz", "-ERR Unknown command: FOO"),
+        ("X" * 40, "-ERR Unknown command: " + "X" * 40),
+        ("Y" * 41, "-ERR Unknown command."),
+        ("", "-ERR Empty command."),
+        ("   ", "-ERR Empty command."),
+    ],
+    "extra-commands": [
+        ("XHELLO", "+OK hello in AUTHORIZATION"),  # add_command("xhello", [...])
+        ("xhello", "+OK hello in AUTHORIZATION"),
+        ("XECHO a b", "-ERR XECHO not allowed in AUTHORIZATION state."),
+        ("USER alice", "+OK username accepted, send password"),
+        ("PASS secret", "+OK logged in"),
+        ("XHELLO", "+OK hello in TRANSACTION"),
+        ("XECHO a  b ", "+OK a  b "),  # extra_commands = {"XECHO": ["TRANS"]}
+        ("xecho", "+OK"),
+    ],
+    "retr-errors": [
+        ("USER alice", "+OK username accepted, send password"),
+        ("PASS secret", "+OK logged in"),
+        ("RETR", "-ERR no such message"),
+        ("RETR 0", "-ERR no such message"),
+        ("RETR 4", "-ERR no such message"),
+        ("NOOP", "+OK"),
+    ],
+}
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize("name", sorted(TRANSCRIPTS))
+async def test_transcript(name: str) -> None:
+    async with memory_session(SkeletonHandler) as s:
+        for line, expected in TRANSCRIPTS[name]:
+            assert await s.client.command(line) == expected, line
+
+
+async def test_greeting_and_goodbye_options() -> None:
+    async with memory_session(
+        SkeletonHandler, read_greeting=False, greeting="POP3 My server ready", goodbye="see you"
+    ) as s:
+        assert await s.client.reply() == "+OK POP3 My server ready"
+        assert await s.client.command("QUIT") == "+OK see you"
+        assert await s.client.read_to_eof() == b""
+
+
+async def test_default_greeting() -> None:
+    # RFC 1939 §4 (GREET-01): a single +OK line, sent at once.
+    async with memory_session(SkeletonHandler, read_greeting=False) as s:
+        assert await s.client.reply() == "+OK POP3 trio_pop3 ready."
+
+
+# -- dispatch safety -------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "3")
+async def test_wrong_state_never_reaches_methods() -> None:
+    # WIRE-08: a command valid only in another state gets -ERR and its method never runs.
+    recorder = Recorder()
+    async with memory_session(recorder) as s:
+        for line in ("STAT", "LIST", "RETR 1", "NOOP", "XECHO x"):
+            assert (await s.client.command(line)).startswith("-ERR ")
+        assert handler_of(recorder).calls == []
+        await s.client.login()
+        for line in ("USER alice", "PASS secret"):
+            assert (await s.client.command(line)).startswith("-ERR ")
+        assert handler_of(recorder).calls == ["USER", "PASS"]
+        assert handler_of(recorder).state is State.TRANSACTION
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "XSECRET",  # a pop3_ method that was never registered
+        "_ATTACH",
+        "SEND_OK",
+        "SEND_RAW",
+        "GREETING",
+        "COMMIT",
+        "DISCONNECT",
+        "ON_CONNECT",
+        "CLOSE_CLIENT",
+        "_SET_STATE",
+        "STATE",
+        "__INIT__",
+        "__CLASS__",
+        "POP3_QUIT",
+        "_COMMAND_METHOD",
+        "ADD_COMMAND",
+    ],
+)
+async def test_unregistered_names_are_unreachable(name: str) -> None:
+    recorder = Recorder()
+    async with memory_session(recorder) as s:
+        for state in ("AUTHORIZATION", "TRANSACTION"):
+            reply = await s.client.command(f"{name} arg")
+            assert reply == f"-ERR Unknown command: {name}", state
+            if state == "AUTHORIZATION":
+                await s.client.login()
+        assert await s.client.command("NOOP") == "+OK"
+        handler = handler_of(recorder)
+        assert handler.calls == ["USER", "PASS", "NOOP"]
+        assert handler.commits == 0
+        assert handler.disconnects == 0
+        assert handler.state is State.TRANSACTION
+
+
+class SyncMethodHandler(SkeletonHandler):
+    extra_commands = {"XSYNC": ["AUTH"]}
+
+    def pop3_XSYNC(self, arg: str | None) -> None:  # not a coroutine: never dispatched
+        raise AssertionError("reached")
+
+
+async def test_registered_sync_method_is_not_dispatched() -> None:
+    async with memory_session(SyncMethodHandler) as s:
+        assert await s.client.command("XSYNC") == "-ERR Unknown command: XSYNC"
+
+
+class HyphenHandler(SkeletonHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_command("x-trio-hi", "auth")
+        self.add_command("XSTATES", State.AUTHORIZATION)
+        self.add_command("xstates", ["TRANS"])
+
+    async def pop3_X_TRIO_HI(self, arg: str | None) -> None:
+        await self.send_ok(f"hi {arg}")
+
+    async def pop3_XSTATES(self, arg: str | None) -> None:
+        await self.send_ok(self.state.name)
+
+
+async def test_add_command_names_and_states() -> None:
+    async with memory_session(HyphenHandler) as s:
+        c = s.client
+        assert await c.command("X-TRIO-HI there") == "+OK hi there"
+        assert await c.command("X_TRIO_HI there") == "-ERR Unknown command: X_TRIO_HI"
+        assert await c.command("xstates") == "+OK AUTHORIZATION"
+        await c.login()
+        # add_command called twice accumulates states.
+        assert await c.command("XSTATES") == "+OK TRANSACTION"
+        assert await c.command("X-TRIO-HI") == "-ERR X-TRIO-HI not allowed in TRANSACTION state."
+
+
+def test_add_command_rejects_bad_names() -> None:
+    handler = POP3Handler()
+    with pytest.raises(ValueError, match="invalid command name"):
+        handler.add_command("two words", "auth")
+    with pytest.raises(ValueError, match="unknown POP3 state"):
+        handler.add_command("XOK", "nowhere")
+
+
+def test_allowed_table() -> None:
+    handler = SkeletonHandler()
+    assert handler.allowed("xhello", State.AUTHORIZATION)
+    assert handler.allowed("XECHO", State.TRANSACTION)
+    assert not handler.allowed("XECHO", State.AUTHORIZATION)
+    assert handler.allowed("stat", State.TRANSACTION)
+    assert not handler.allowed("STAT", State.AUTHORIZATION)
+    assert not handler.allowed("QUIT", State.UPDATE)
+    # The class-level extras are per instance: another class is not affected.
+    assert not POP3Handler().allowed("XECHO", State.TRANSACTION)
+
+
+# -- the state property ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "state"),
+    [
+        (State.TRANSACTION, State.TRANSACTION),
+        ("TRANS", State.TRANSACTION),
+        ("trans", State.TRANSACTION),
+        ("Transaction", State.TRANSACTION),
+        ("AUTH", State.AUTHORIZATION),
+        ("auth", State.AUTHORIZATION),
+        ("authorization", State.AUTHORIZATION),
+        ("Update", State.UPDATE),
+    ],
+)
+def test_state_setter(value: State | str, state: State) -> None:
+    handler = POP3Handler()
+    assert handler.state is State.CONNECT
+    handler.state = value
+    assert handler.state is state
+    assert isinstance(handler.state, State)
+
+
+def test_state_setter_rejects_unknown() -> None:
+    handler = POP3Handler()
+    with pytest.raises(ValueError, match="unknown POP3 state"):
+        handler.state = "LOGGEDIN"
+    assert handler.state is State.CONNECT
+
+
+def test_set_get_and_unattached_handler() -> None:
+    handler = POP3Handler()
+    assert handler.set("user", "alice") == "alice"
+    assert handler.get("user") == "alice"
+    assert handler.get("missing", 7) == 7
+    with pytest.raises(RuntimeError, match="not attached"):
+        _ = handler.peer
+
+
+async def test_peer_and_tls_on_memory_stream() -> None:
+    class Probe(SkeletonHandler):
+        async def pop3_XHELLO(self, arg: str | None) -> None:
+            await self.send_ok(f"{self.peer} {self.tls} {self.tls_available}")
+
+    async with memory_session(Probe) as s:
+        assert await s.client.command("XHELLO") == "+OK None False False"
+
+
+# -- send_data, send_message, send_raw ----------------------------------------------------
+
+
+async def agen() -> AsyncIterator[str | bytes]:
+    yield "1 10"
+    await trio.lowlevel.checkpoint()
+    yield b".2 20"
+
+
+def gen() -> Iterator[str]:
+    yield from ("a", ".", "b")
+
+
+class DataHandler(SkeletonHandler):
+    extra_commands = {"XDATA": ["AUTH"], "XRAW": ["AUTH"], "XMSG": ["AUTH"]}
+
+    async def pop3_XDATA(self, arg: str | None) -> None:
+        if arg == "str":
+            await self.send_data("str", ["a", ".b", ".", "..c", "caf\u00e9", ""])
+        elif arg == "bytes":
+            await self.send_data("bytes", [b"\xff\xfe 8bit \x00", b".x", b"\x80."])
+        elif arg == "async":
+            await self.send_data("async", agen())
+        elif arg == "gen":
+            await self.send_data("gen", gen())
+        elif arg == "empty":
+            await self.send_data("empty", [])
+        elif arg == "code":
+            await self.send_data("with code", ["x"], ResponseCode.SYS_TEMP)
+        elif arg == "crlf":
+            await self.send_data("crlf", ["a\r", "b\nc"])
+
+    async def pop3_XRAW(self, arg: str | None) -> None:
+        await self.send_raw("+OK raw", b"second \xff", ".unstuffed")
+
+    async def pop3_XMSG(self, arg: str | None) -> None:
+        chunks = [b"H: 1\n", b"\n.b", b"ody 1\r", b"\nbody 2\n", b"body 3"]
+        await self.send_message("msg", chunks, body_lines=int(arg) if arg else None)
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize(
+    ("arg", "wire"),
+    [
+        # DOT-02: stuffing, the first line included; str lines are UTF-8.
+        ("str", "+OK str\r\na\r\n..b\r\n..\r\n...c\r\ncaf\u00e9\r\n\r\n.\r\n".encode()),
+        # DOT-06: bytes pass through 8-bit clean.
+        ("bytes", b"+OK bytes\r\n\xff\xfe 8bit \x00\r\n..x\r\n\x80.\r\n.\r\n"),
+        ("async", b"+OK async\r\n1 10\r\n..2 20\r\n.\r\n"),
+        ("gen", b"+OK gen\r\na\r\n..\r\nb\r\n.\r\n"),
+        # DOT-07: an empty listing is +OK then ".".
+        ("empty", b"+OK empty\r\n.\r\n"),
+        ("code", b"+OK [SYS/TEMP] with code\r\nx\r\n.\r\n"),
+        # WIRE-09: a line can never smuggle a bare LF onto the wire.
+        ("crlf", b"+OK crlf\r\na\r\nb\r\nc\r\n.\r\n"),
+    ],
+)
+async def test_send_data(arg: str, wire: bytes) -> None:
+    async with memory_session(DataHandler) as s:
+        await s.client.send_line(f"XDATA {arg}")
+        assert await raw_multi(s.client) == wire
+        assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+
+
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize(
+    ("arg", "wire"),
+    [
+        ("", b"+OK msg\r\nH: 1\r\n\r\n..body 1\r\nbody 2\r\nbody 3\r\n.\r\n"),
+        ("0", b"+OK msg\r\nH: 1\r\n\r\n.\r\n"),
+        ("1", b"+OK msg\r\nH: 1\r\n\r\n..body 1\r\n.\r\n"),
+        ("3", b"+OK msg\r\nH: 1\r\n\r\n..body 1\r\nbody 2\r\nbody 3\r\n.\r\n"),
+    ],
+)
+async def test_send_message(arg: str, wire: bytes) -> None:
+    # RFC 1939 §3, §7 (DOT-02, DOT-05, TOP-01, TOP-02)
+    async with memory_session(DataHandler) as s:
+        await s.client.send_line(f"XMSG {arg}".strip())
+        assert await raw_multi(s.client) == wire
+
+
+async def test_send_raw() -> None:
+    async with memory_session(DataHandler) as s:
+        await s.client.send_line("XRAW")
+        assert await s.client.raw_line() == b"+OK raw\r\n"
+        assert await s.client.raw_line() == b"second \xff\r\n"
+        assert await s.client.raw_line() == b".unstuffed\r\n"
+        assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("number", [1, 2, 3])
+async def test_retr_generated_content(number: int) -> None:
+    # RFC 1939 §5, §11 (RETR-01, SIZE-01, DOT-02): the size in the reply is what arrives.
+    message = MESSAGES[number - 1]
+    async with memory_session(SkeletonHandler) as s:
+        await s.client.login()
+        first, lines = await s.client.multi(f"RETR {number}")
+        assert first == f"+OK {wire_size(message)} octets"
+        body = b"".join((line[1:] if line[:1] == b"." else line) + b"\r\n" for line in lines)
+        assert len(body) == wire_size(message)
+        assert body == re.sub(rb"\r?\n", b"\r\n", message).rstrip(b"\r\n") + b"\r\n"
+        assert all(not line.startswith(b".") or line.startswith(b"..") for line in lines)
+
+
+# -- closing, refusing, QUIT ---------------------------------------------------------------
+
+
+class ByeHandler(SkeletonHandler):
+    extra_commands = {"XBYE": ["AUTH", "TRANS"]}
+
+    async def pop3_XBYE(self, arg: str | None) -> None:
+        await self.send_ok("bye")
+        self.close_client()
+
+
+async def test_close_client() -> None:
+    recorder = Recorder(ByeHandler)
+    async with memory_session(recorder) as s:
+        await s.client.login()
+        await s.client.send_line("XBYE")
+        await s.client.send_line("NOOP")  # pipelined after: never answered
+        assert await s.client.read_to_eof() == b"+OK bye\r\n"
+        await s.done.wait()
+    handler = handler_of(recorder)
+    assert handler.commits == 0  # STATE-06: no UPDATE without QUIT
+    assert handler.disconnects == 1
+    assert handler.calls == ["USER", "PASS"]
+
+
+class RefusingHandler(SkeletonHandler):
+    async def on_connect(self) -> None:
+        assert self.state is State.CONNECT
+        raise POP3Error("go away", ResponseCode.SYS_PERM)
+
+
+async def test_on_connect_refuses() -> None:
+    recorder = Recorder(RefusingHandler)
+    async with memory_session(recorder, read_greeting=False) as s:
+        assert await s.client.read_to_eof() == b"-ERR [SYS/PERM] go away\r\n"
+        await s.done.wait()
+    assert handler_of(recorder).disconnects == 1
+    assert handler_of(recorder).disconnect_state == "DISCONNECT"
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_quit_from_authorization_skips_commit() -> None:
+    # RFC 1939 §6 (STATE-05): QUIT in AUTHORIZATION ends without UPDATE.
+    recorder = Recorder()
+    async with memory_session(recorder) as s:
+        await s.client.send_line("USER alice")
+        await s.client.send_line("QUIT")
+        assert await s.client.read_to_eof() == (
+            b"+OK username accepted, send password\r\n+OK goodbye\r\n"
+        )
+        await s.done.wait()
+    handler = handler_of(recorder)
+    assert handler.commits == 0
+    assert handler.disconnects == 1
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_quit_from_transaction_commits_then_ok() -> None:
+    # RFC 1939 §6 (STATE-01, STATE-07): QUIT in TRANSACTION enters UPDATE, commits, +OK.
+    recorder = Recorder()
+    async with memory_session(recorder) as s:
+        await s.client.login()
+        await s.client.send_line("QUIT")
+        await s.client.send_line("NOOP")  # never answered: the session is over
+        assert await s.client.read_to_eof() == b"+OK goodbye\r\n"
+        await s.done.wait()
+    handler = handler_of(recorder)
+    assert handler.commits == 1
+    assert handler.commit_state == "UPDATE"
+    assert handler.disconnects == 1
+    assert handler.state is State.DISCONNECT
+
+
+@pytest.mark.rfc("1939", "6")
+@pytest.mark.parametrize(
+    ("error", "reply"),
+    [
+        (RuntimeError("disk on fire"), "-ERR [SYS/TEMP] Some deleted messages were not removed."),
+        (POP3Error("disk full", ResponseCode.SYS_PERM), "-ERR [SYS/PERM] disk full"),
+        (POP3Error("partial"), "-ERR partial"),
+    ],
+)
+async def test_commit_failure_answers_err(error: Exception, reply: str) -> None:
+    # RFC 1939 §6 (STATE-08): removal failed -> -ERR, and the connection still closes.
+    def factory() -> SkeletonHandler:
+        handler = SkeletonHandler()
+        handler.fail_commit = error
+        return handler
+
+    recorder = Recorder(factory)
+    async with memory_session(recorder) as s:
+        await s.client.login()
+        assert await s.client.command("QUIT") == reply
+        assert await s.client.read_to_eof() == b""
+        await s.done.wait()
+    assert handler_of(recorder).disconnects == 1
+    assert "disk on fire" not in reply
+
+
+# -- malformed and long lines --------------------------------------------------------------
+
+
+@pytest.mark.rfc("2449", "4")
+async def test_255_octet_command_accepted() -> None:
+    # RFC 2449 §4 (WIRE-04): 255 octets including CRLF are accepted ...
+    async with memory_session(SkeletonHandler) as s:
+        name = "a" * 248
+        line = f"USER {name}"
+        assert len(line) + 2 == 255
+        assert await s.client.command(line) == "+OK username accepted, send password"
+        # ... one more octet is too long: -ERR, and the session goes on (WIRE-06).
+        assert await s.client.command(line + "a") == "-ERR Command line too long."
+        assert await s.client.command("USER alice") == "+OK username accepted, send password"
+        assert await s.client.command("PASS secret") == "+OK logged in"
+
+
+@pytest.mark.rfc("2449", "4")
+@pytest.mark.parametrize("length", [256, 1000, 8191, 8192, 8193, 20_000, 60_000])
+async def test_overlong_line_is_err_and_session_continues(length: int) -> None:
+    # WIRE-06 pick: -ERR for an over-long command, discard through the LF, go on.
+    async with memory_session(SkeletonHandler) as s:
+        await s.client.send(b"USER " + b"X" * (length - 7) + b"\r\nXHELLO\r\n")
+        assert await s.client.reply() == "-ERR Command line too long."
+        assert await s.client.reply() == "+OK hello in AUTHORIZATION"
+
+
+async def test_huge_line_drops_client() -> None:
+    # SEC-04: a line past max_discard is an attack: the connection is dropped.
+    recorder = Recorder()
+    async with memory_session(recorder) as s:
+        with trio.fail_after(5):
+            await s.client.send(b"X" * 200_000)
+            assert await s.client.read_to_eof() == b""
+            await s.done.wait()
+    assert handler_of(recorder).disconnects == 1
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"NO\x00OP", "-ERR Command contains control characters."),
+        (b"USER a\x00b", "-ERR Command contains control characters."),
+        (b"USER \x1b[2J", "-ERR Command contains control characters."),
+        (b"USER \xff\xfe", "-ERR Command is not valid UTF-8."),
+        (b"\xc0\xaf", "-ERR Command is not valid UTF-8."),
+        (b"", "-ERR Empty command."),
+    ],
+)
+async def test_malformed_lines(line: bytes, reply: str) -> None:
+    # RFC 1939 §3 (WIRE-02 pick, WIRE-07): -ERR, never a crash; the session goes on.
+    async with memory_session(SkeletonHandler) as s:
+        await s.client.send(line + b"\r\n")
+        assert await s.client.reply() == reply
+        assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+
+
+@pytest.mark.rfc("1939", "3")
+async def test_bare_lf_accepted_crlf_sent() -> None:
+    # RFC 1939 §3 (WIRE-09 pick): bare LF in, CRLF always out (Client.line checks it).
+    async with memory_session(SkeletonHandler) as s:
+        await s.client.send(b"USER alice\nPASS secret\nLIST\n")
+        assert await s.client.reply() == "+OK username accepted, send password"
+        assert await s.client.reply() == "+OK logged in"
+        assert await s.client.reply() == "+OK 3 messages"
+        assert len(await s.client.data_lines()) == 3
+
+
+async def test_bad_command_budget() -> None:
+    # SEC-04: after max_bad_commands unknown/bad commands the client is dropped.
+    recorder = Recorder()
+    async with memory_session(recorder, limits=Limits(max_bad_commands=3)) as s:
+        await s.client.send(b"FOO\r\nSTAT\r\n\x00\r\nXHELLO\r\n")
+        data = await s.client.read_to_eof()
+        assert data == (
+            b"-ERR Unknown command: FOO\r\n"
+            b"-ERR STAT not allowed in AUTHORIZATION state.\r\n"
+            b"-ERR Command contains control characters.\r\n"
+            b"-ERR Too many bad commands.\r\n"
+        )
+    assert handler_of(recorder).disconnects == 1
+
+
+async def test_bad_command_budget_disabled() -> None:
+    async with memory_session(SkeletonHandler, limits=Limits(max_bad_commands=None)) as s:
+        await s.client.send(b"FOO\r\n" * 100 + b"XHELLO\r\n")
+        for _ in range(100):
+            assert await s.client.reply() == "-ERR Unknown command: FOO"
+        assert await s.client.reply() == "+OK hello in AUTHORIZATION"
+
+
+# -- pipelining and CAPA -------------------------------------------------------------------
+
+
+@pytest.mark.rfc("2449", "6.6")
+async def test_pipelining_in_order() -> None:
+    # RFC 2449 §6.6 (CAP-PIPE): many commands in one write, answered strictly in order.
+    async with memory_session(SkeletonHandler) as s:
+        burst = b"USER alice\r\nPASS secret\r\n"
+        burst += b"".join(b"XECHO %d\r\nLIST\r\nRETR 2\r\nSTAT\r\n" % i for i in range(200))
+        burst += b"QUIT\r\n"
+        await s.client.send(burst)
+        assert (await s.client.reply()).startswith("+OK")
+        assert await s.client.reply() == "+OK logged in"
+        for i in range(200):
+            assert await s.client.reply() == f"+OK {i}"
+            assert await s.client.reply() == "+OK 3 messages"
+            assert len(await s.client.data_lines()) == 3
+            assert (await s.client.reply()).endswith(" octets")
+            await s.client.data_lines()
+            assert await s.client.reply() == f"+OK 3 {TOTAL}"
+        assert await s.client.reply() == "+OK goodbye"
+        assert await s.client.read_to_eof() == b""
+
+
+@pytest.mark.rfc("2449", "5")
+async def test_capa_contents() -> None:
+    # RFC 2449 §5 (CAPA-01, CAPA-03, RESP-04)
+    async with memory_session(SkeletonHandler) as s:
+        first, auth_caps = await s.client.multi("CAPA")
+        assert first.startswith("+OK")
+        await s.client.login()
+        first, trans_caps = await s.client.multi("CAPA")
+        assert first.startswith("+OK")
+    for caps in (auth_caps, trans_caps):
+        assert b"RESP-CODES" in caps
+        assert b"PIPELINING" in caps
+        assert f"IMPLEMENTATION trio_pop3 {__version__}".encode() in caps
+        # Not implemented by this handler, so not announced.
+        assert b"TOP" not in caps
+        assert b"UIDL" not in caps
+        assert b"STLS" not in caps  # no ssl_context (CONN-06)
+        assert all(len(c) + 2 <= 512 and not c.startswith(b".") for c in caps)
+    assert set(auth_caps) <= set(trans_caps)  # CAPA-03
+
+
+@pytest.mark.rfc("2449", "6.2")
+async def test_capa_announces_user_when_implemented() -> None:
+    # RFC 2449 §6.2 (USER-05, CAP-USER): a handler with USER/PASS announces USER, in
+    # both states (CAPA-03); curl refuses to log in without it.
+    async with memory_session(SkeletonHandler) as s:
+        _, caps = await s.client.multi("CAPA")
+        assert b"USER" in caps
+        await s.client.login()
+        _, caps = await s.client.multi("CAPA")
+        assert b"USER" in caps
+    async with memory_session(POP3Handler) as s:
+        _, caps = await s.client.multi("CAPA")
+        assert b"USER" not in caps
+
+
+class TopUidlHandler(SkeletonHandler):
+    async def pop3_TOP(self, arg: str | None) -> None:
+        await self.send_ok()
+
+    async def pop3_UIDL(self, arg: str | None) -> None:
+        await self.send_ok()
+
+    def capabilities(self) -> list[str]:
+        return [*super().capabilities(), "X-TRIO-TEST 1"]
+
+
+async def test_capa_follows_implementation() -> None:
+    async with memory_session(TopUidlHandler) as s:
+        _, caps = await s.client.multi("CAPA")
+    assert {b"TOP", b"UIDL", b"X-TRIO-TEST 1"} <= set(caps)

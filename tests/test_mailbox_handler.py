@@ -1,0 +1,584 @@
+"""MailboxHandler over MemoryStore, RFC 1939 rule by rule (memory streams)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+from pop3_support import ALICE_MESSAGES, MAILBOX_USERS, Client, memory_session, unstuff
+
+from trio_pop3 import MailboxError, wire_size
+from trio_pop3.mailbox import (
+    Mailbox,
+    MailboxHandler,
+    MailStore,
+    MemoryAuthenticator,
+    MemoryStore,
+    MessageInfo,
+)
+
+Factory = Callable[[], MailboxHandler]
+
+SIZES = [wire_size(m) for m in ALICE_MESSAGES]
+TOTAL = sum(SIZES)
+UID = re.compile(r"[\x21-\x7e]{1,70}")
+
+
+def normalised(message: bytes) -> bytes:
+    data = re.sub(rb"\r?\n", b"\r\n", message)
+    return data if data.endswith(b"\n") else data + b"\r\n"
+
+
+async def logged_in(client: Client, user: str = "alice") -> None:
+    await client.login(user, MAILBOX_USERS[user])
+
+
+# -- AUTHORIZATION ---------------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_greeting_without_apop_has_no_timestamp(mailbox_factory: Factory) -> None:
+    # RFC 2449 §6 (GREET-05): no "<" in the greeting when APOP is off.
+    async with memory_session(mailbox_factory, read_greeting=False) as s:
+        greeting = await s.client.reply()
+        assert greeting.startswith("+OK ")
+        assert "<" not in greeting
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_user_pass_login(mailbox_factory: Factory) -> None:
+    async with memory_session(mailbox_factory) as s:
+        assert await s.client.command("USER alice") == "+OK Send your password."
+        assert await s.client.command("PASS secret") == (
+            f"+OK Logged in, 3 messages ({TOTAL} octets)."
+        )
+        assert await s.client.command("STAT") == f"+OK 3 {TOTAL}"
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_pass_keeps_spaces(mailbox_factory: Factory) -> None:
+    # RFC 1939 §7 (WIRE-11): the password is everything after the first space.
+    async with memory_session(mailbox_factory) as s:
+        assert await s.client.command("USER carol") == "+OK Send your password."
+        assert (await s.client.command("PASS pass word")).startswith("-ERR [AUTH]")
+        assert await s.client.command("USER carol") == "+OK Send your password."
+        assert await s.client.command("PASS pass word ") == "+OK Logged in, 0 messages (0 octets)."
+
+
+@pytest.mark.rfc("1939", "13")
+async def test_unknown_user_and_wrong_password_look_identical(mailbox_factory: Factory) -> None:
+    # RFC 1939 §13 (USER-03) and SEC-05: no user enumeration through replies.
+    transcripts = []
+    for user, password in [("alice", "wrong"), ("nobody", "secret"), ("nobody", "")]:
+        async with memory_session(mailbox_factory) as s:
+            user_reply = await s.client.command(f"USER {user}")
+            pass_reply = await s.client.command(f"PASS {password}")
+            transcripts.append((user_reply, pass_reply))
+    assert transcripts[0] == ("+OK Send your password.", "-ERR [AUTH] Authentication failed.")
+    assert transcripts[1] == transcripts[0]
+    assert transcripts[2][0] == transcripts[0][0]
+    assert transcripts[2][1].startswith("-ERR")
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_pass_needs_user(mailbox_factory: Factory) -> None:
+    # RFC 1939 §7 (USER-01): PASS is valid only right after a successful USER.
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        assert (await c.command("PASS secret")).startswith("-ERR")
+        assert await c.command("USER alice") == "+OK Send your password."
+        assert (await c.command("PASS wrong")).startswith("-ERR [AUTH]")
+        # The failed PASS used up the USER.
+        assert (await c.command("PASS secret")).startswith("-ERR")
+        assert (await c.command("USER")).startswith("-ERR")
+        assert (await c.command("STAT")).startswith("-ERR")  # still AUTHORIZATION
+        await logged_in(c)
+
+
+@pytest.mark.rfc("2449", "4")
+async def test_255_octet_user_line(mailbox_factory: Factory) -> None:
+    # RFC 2449 §4 (WIRE-04)
+    async with memory_session(mailbox_factory) as s:
+        assert await s.client.command("USER " + "u" * 248) == "+OK Send your password."
+        assert (await s.client.command("PASS x")).startswith("-ERR [AUTH]")
+
+
+# -- APOP -----------------------------------------------------------------------------------
+
+RFC_TIMESTAMP = "<1896.697170952@dbc.mtview.ca.us>"
+RFC_DIGEST = "c4c9334bac560ecc979e58001b3e22fb"
+
+
+class FixedTimestampHandler(MailboxHandler):
+    """The RFC 1939 §7 example: a known timestamp so the test vector applies."""
+
+    def greeting(self) -> str:
+        self._timestamp = RFC_TIMESTAMP
+        return f"POP3 server ready {RFC_TIMESTAMP}"
+
+
+@pytest.fixture
+def apop_factory() -> Factory:
+    store = MemoryStore({"mrose": [b"Subject: hi\n\nhello\n"]})
+    auth = MemoryAuthenticator({"mrose": "tanstaaf", "alice": "secret"})
+    return functools.partial(FixedTimestampHandler, store, auth, apop=True)
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_apop_rfc_test_vector(apop_factory: Factory) -> None:
+    # RFC 1939 §7 (APOP-01): MD5("<1896.697170952@dbc.mtview.ca.us>tanstaaf").
+    async with memory_session(apop_factory, read_greeting=False) as s:
+        assert await s.client.reply() == f"+OK POP3 server ready {RFC_TIMESTAMP}"
+        reply = await s.client.command(f"APOP mrose {RFC_DIGEST}")
+        assert reply == "+OK Logged in, 1 messages (22 octets)."
+        assert await s.client.command("STAT") == "+OK 1 22"
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_apop_upper_case_digest_accepted(apop_factory: Factory) -> None:
+    # APOP-01 pick: accept either case.
+    async with memory_session(apop_factory) as s:
+        assert (await s.client.command(f"APOP mrose {RFC_DIGEST.upper()}")).startswith("+OK")
+
+
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize(
+    ("arg", "reply"),
+    [
+        (f"mrose {'0' * 32}", "-ERR [AUTH] Authentication failed."),
+        (f"nobody {RFC_DIGEST}", "-ERR [AUTH] Authentication failed."),
+        (f"MROSE {RFC_DIGEST}", "-ERR [AUTH] Authentication failed."),
+        (f"mrose {RFC_DIGEST[:-1]}", "-ERR [AUTH] Authentication failed."),
+        ("mrose", "-ERR Usage: APOP name digest"),
+        (f"mrose {RFC_DIGEST} extra", "-ERR Usage: APOP name digest"),
+        ("", "-ERR Usage: APOP name digest"),
+    ],
+)
+async def test_apop_failures(apop_factory: Factory, arg: str, reply: str) -> None:
+    # RFC 1939 §7 (APOP-02): failure -> -ERR, still in AUTHORIZATION.
+    async with memory_session(apop_factory) as s:
+        assert await s.client.command(f"APOP {arg}".strip()) == reply
+        assert (await s.client.command("STAT")).startswith("-ERR")
+        assert (await s.client.command(f"APOP mrose {RFC_DIGEST}")).startswith("+OK")
+
+
+@pytest.mark.rfc("3206", "6")
+async def test_apop_non_ascii_digest_is_an_auth_failure(apop_factory: Factory) -> None:
+    async with memory_session(apop_factory) as s:
+        reply = await s.client.command("APOP mrose " + "\u00e9" * 32)
+        assert reply == "-ERR [AUTH] Authentication failed."
+
+
+async def test_apop_off_by_default(mailbox_factory: Factory) -> None:
+    # APOP-04 pick: off unless enabled.
+    async with memory_session(mailbox_factory) as s:
+        assert await s.client.command(f"APOP alice {RFC_DIGEST}") == "-ERR APOP is not available."
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_apop_timestamp_differs_per_greeting(
+    store: MemoryStore, authenticator: MemoryAuthenticator
+) -> None:
+    # RFC 1939 §7 (GREET-03, GREET-04): a msg-id timestamp, different every time.
+    factory = functools.partial(MailboxHandler, store, authenticator, apop=True)
+    stamps = []
+    for _ in range(5):
+        async with memory_session(factory, read_greeting=False) as s:
+            greeting = await s.client.reply()
+            assert greeting.count("<") == 1
+            assert greeting.count(">") == 1
+            match = re.search(r"<[^<>@\s]+@[^<>@\s]+>", greeting)
+            assert match is not None, greeting
+            stamps.append(match.group())
+            assert len(greeting) + 2 <= 512
+    assert len(set(stamps)) == 5
+
+
+# -- TRANSACTION ----------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_stat_list_uidl(mailbox_factory: Factory, store: MemoryStore) -> None:
+    # RFC 1939 §5, §7 (STAT-01, LIST-01, LIST-02, UIDL-01)
+    uids = [uid for uid, _ in store.maildrops["alice"]]
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c)
+        assert await c.command("STAT") == f"+OK 3 {TOTAL}"
+        first, lines = await c.multi("LIST")
+        assert first == f"+OK 3 messages ({TOTAL} octets)"
+        assert lines == [f"{n} {size}".encode() for n, size in enumerate(SIZES, 1)]
+        for n, size in enumerate(SIZES, 1):
+            assert await c.command(f"LIST {n}") == f"+OK {n} {size}"
+            assert await c.command(f"UIDL {n}") == f"+OK {n} {uids[n - 1]}"
+        first, lines = await c.multi("UIDL")
+        assert first == "+OK"
+        assert lines == [f"{n} {uid}".encode() for n, uid in enumerate(uids, 1)]
+        assert await c.command("NOOP") == "+OK"  # NOOP-01
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_uidl_ids_are_valid_unique_and_stable(
+    mailbox_factory: Factory, store: MemoryStore
+) -> None:
+    # RFC 1939 §7 (UIDL-02, UIDL-03, UIDL-04)
+    for _ in range(20):
+        store.deliver("alice", b"Subject: same\n\nsame\n")  # identical content
+    seen: list[list[bytes]] = []
+    for _ in range(2):
+        async with memory_session(mailbox_factory) as s:
+            await logged_in(s.client)
+            _, lines = await s.client.multi("UIDL")
+            seen.append(lines)
+            # A session ended without QUIT: the ids must still persist.
+    assert seen[0] == seen[1]
+    uids = [line.split(b" ", 1)[1].decode("ascii") for line in seen[0]]
+    assert len(uids) == 23
+    assert len(set(uids)) == 23
+    assert all(UID.fullmatch(uid) for uid in uids)
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("number", [1, 2, 3])
+async def test_retr_size_matches_octets_received(mailbox_factory: Factory, number: int) -> None:
+    # RFC 1939 §5, §11 (RETR-01, SIZE-01, DOT-02, DOT-03, DOT-05): the LIST size is the
+    # octet count received, for CRLF- and LF-stored messages and one starting with ".".
+    message = ALICE_MESSAGES[number - 1]
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c)
+        listed = int((await c.command(f"LIST {number}")).split()[2])
+        first, lines = await c.multi(f"RETR {number}")
+        assert first == f"+OK {listed} octets"
+        body = unstuff(lines)
+        assert len(body) == listed == wire_size(message)
+        assert body == normalised(message)
+        for line in lines:  # DOT-02: stuffed, the first line included
+            assert not line.startswith(b".") or line.startswith(b"..")
+
+
+async def test_retr_first_line_dot_on_the_wire(mailbox_factory: Factory) -> None:
+    # DOT-02: Dovecot fails this one; the very first line is stuffed.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert await s.client.command("RETR 3") == f"+OK {SIZES[2]} octets"
+        assert await s.client.raw_line() == b"..From a dot\r\n"
+        assert await s.client.data_lines() == [b"Subject: third", b"", b"no final newline"]
+
+
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize(
+    ("arg", "lines"),
+    [
+        ("1 0", [b"From: a@example.org", b"Subject: first", b""]),
+        ("1 2", [b"From: a@example.org", b"Subject: first", b"", b"line 1", b"line 2"]),
+        (
+            "1 999",
+            [b"From: a@example.org", b"Subject: first", b"", b"line 1", b"line 2", b"line 3"],
+        ),
+        ("2 0", [b"From: b@example.org", b"Subject: LF only", b""]),
+        ("2 3", [b"From: b@example.org", b"Subject: LF only", b"", b"body a", b"..dotted", b".."]),
+        ("3 0", [b"..From a dot", b"Subject: third", b""]),
+        ("3 1", [b"..From a dot", b"Subject: third", b"", b"no final newline"]),
+        ("  3   1 ", [b"..From a dot", b"Subject: third", b"", b"no final newline"]),
+    ],
+)
+async def test_top(mailbox_factory: Factory, arg: str, lines: list[bytes]) -> None:
+    # RFC 1939 §7 (TOP-01, TOP-02, DOT-02)
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        first, got = await s.client.multi(f"TOP {arg}")
+        assert first.startswith("+OK")
+        assert got == lines
+
+
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "",
+        "1",
+        "1 -1",
+        "1 x",
+        "1 +1",
+        "x 1",
+        "0 1",
+        "4 1",
+        "1 1 1",
+        "-1 0",
+        "1 1.5",
+        "1 " + "9" * 30,
+    ],
+)
+async def test_top_bad_arguments(mailbox_factory: Factory, arg: str) -> None:
+    # RFC 1939 §7 (TOP-01, WIRE-07): both arguments required, n non-negative.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert (await s.client.command(f"TOP {arg}".strip())).startswith("-ERR")
+        assert await s.client.command("NOOP") == "+OK"
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("command", ["RETR", "DELE", "LIST", "UIDL", "TOP"])
+@pytest.mark.parametrize(
+    "arg", ["0", "4", "abc", "1 2", "+1", "-1", "1x", "99999999999999999999999", "\u0661"]
+)
+async def test_bad_message_numbers(mailbox_factory: Factory, command: str, arg: str) -> None:
+    # RFC 1939 §5 (TRANS-03, WIRE-10): no such message -> -ERR, nothing changes.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        line = f"{command} {arg} 0" if command == "TOP" else f"{command} {arg}"
+        if command == "TOP" and arg == "1 2":
+            line = "TOP 1 2 0"
+        assert (await s.client.command(line)).startswith("-ERR")
+        assert await s.client.command("STAT") == f"+OK 3 {TOTAL}"
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("command", ["RETR", "DELE"])
+async def test_message_number_required(mailbox_factory: Factory, command: str) -> None:
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert await s.client.command(command) == "-ERR Message number required."
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("line", ["LIST 2", "RETR 2", "TOP 2 0", "UIDL 2", "DELE 2"])
+async def test_deleted_messages_are_invisible(mailbox_factory: Factory, line: str) -> None:
+    # RFC 1939 §5 (TRANS-02, STAT-01, LIST-01, UIDL-01)
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c)
+        assert await c.command("DELE 2") == "+OK Message 2 deleted."
+        assert (await c.command(line)).startswith("-ERR")
+        assert await c.command("STAT") == f"+OK 2 {SIZES[0] + SIZES[2]}"
+        _, listing = await c.multi("LIST")
+        assert [x.split()[0] for x in listing] == [b"1", b"3"]
+        _, uidl = await c.multi("UIDL")
+        assert [x.split()[0] for x in uidl] == [b"1", b"3"]
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_numbers_stable_after_dele(mailbox_factory: Factory) -> None:
+    # RFC 1939 §4 (TRANS-01): DELE never renumbers.
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c)
+        assert (await c.command("DELE 1")).startswith("+OK")
+        first, lines = await c.multi("RETR 2")
+        assert first == f"+OK {SIZES[1]} octets"
+        assert unstuff(lines) == normalised(ALICE_MESSAGES[1])
+        assert await c.command("LIST 3") == f"+OK 3 {SIZES[2]}"
+        assert (await c.command("DELE 3")).startswith("+OK")
+        assert await c.command("LIST 2") == f"+OK 2 {SIZES[1]}"
+        assert await c.command("STAT") == f"+OK 1 {SIZES[1]}"
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_rset(mailbox_factory: Factory) -> None:
+    # RFC 1939 §5 (RSET-01)
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c)
+        assert (await c.command("DELE 1")).startswith("+OK")
+        assert (await c.command("DELE 3")).startswith("+OK")
+        assert await c.command("RSET") == f"+OK 3 messages ({TOTAL} octets)."
+        assert await c.command("STAT") == f"+OK 3 {TOTAL}"
+        assert await c.command("LIST 1") == f"+OK 1 {SIZES[0]}"
+        assert (await c.command("DELE 1")).startswith("+OK")  # deletable again
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_empty_maildrop(mailbox_factory: Factory) -> None:
+    # RFC 1939 §5 (DOT-07, LIST-01): empty listings are +OK then ".".
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        await logged_in(c, "carol")
+        assert await c.command("STAT") == "+OK 0 0"
+        await c.send_line("LIST")
+        assert await c.raw_line() == b"+OK 0 messages (0 octets)\r\n"
+        assert await c.raw_line() == b".\r\n"
+        await c.send_line("UIDL")
+        assert await c.raw_line() == b"+OK\r\n"
+        assert await c.raw_line() == b".\r\n"
+        assert (await c.command("RETR 1")).startswith("-ERR")
+        assert await c.command("RSET") == "+OK 0 messages (0 octets)."
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_snapshot_at_login(mailbox_factory: Factory, store: MemoryStore) -> None:
+    # LOCK-05: mail arriving during a session shows up in the next one.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        store.deliver("alice", b"Subject: late\n\nlate\n")
+        assert await s.client.command("STAT") == f"+OK 3 {TOTAL}"
+        assert (await s.client.command("LIST 4")).startswith("-ERR")
+        assert await s.client.command("QUIT") == "+OK goodbye"
+        await s.done.wait()
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert (await s.client.command("STAT")).startswith("+OK 4 ")
+
+
+# -- wrong state and CAPA -----------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize(
+    "line", ["STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 0", "UIDL"]
+)
+async def test_transaction_commands_before_login(mailbox_factory: Factory, line: str) -> None:
+    # RFC 1939 §3 (WIRE-08)
+    async with memory_session(mailbox_factory) as s:
+        assert (await s.client.command(line)).startswith("-ERR")
+        await logged_in(s.client)
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize(
+    "line", ["USER alice", "PASS secret", f"APOP alice {RFC_DIGEST}", "AUTH PLAIN"]
+)
+async def test_authorization_commands_after_login(mailbox_factory: Factory, line: str) -> None:
+    # RFC 1939 §3 (WIRE-08), RFC 5034 §4 (SASL-02)
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert (await s.client.command(line)).startswith("-ERR")
+        assert await s.client.command("STAT") == f"+OK 3 {TOTAL}"
+
+
+@pytest.mark.rfc("2449", "5")
+async def test_capa_in_both_states(mailbox_factory: Factory) -> None:
+    # RFC 2449 §5 (CAPA-01, CAPA-03), §6 (CAP-USER, CAP-TOP, CAP-UIDL, CAP-RESP, CAP-PIPE)
+    async with memory_session(mailbox_factory) as s:
+        _, before = await s.client.multi("CAPA")
+        await logged_in(s.client)
+        _, after = await s.client.multi("CAPA")
+    for caps in (before, after):
+        for tag in (b"USER", b"TOP", b"UIDL", b"RESP-CODES", b"PIPELINING", b"AUTH-RESP-CODE"):
+            assert tag in caps
+        assert all(len(cap) + 2 <= 512 for cap in caps)  # RESP-04
+        assert b"STLS" not in caps  # no TLS configured (CONN-06)
+    assert set(before) <= set(after)  # CAPA-03
+
+
+# -- locking ----------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("2449", "8.1.2")
+async def test_in_use_for_concurrent_login(mailbox_factory: Factory, store: MemoryStore) -> None:
+    # RFC 1939 §4 (LOCK-01, LOCK-02), RFC 2449 §8.1.2 (CODE-03)
+    async with memory_session(mailbox_factory) as first:
+        await logged_in(first.client)
+        assert store.is_locked("alice")
+        async with memory_session(mailbox_factory) as second:
+            assert await second.client.command("USER alice") == "+OK Send your password."
+            reply = await second.client.command("PASS secret")
+            assert reply == "-ERR [IN-USE] Mailbox is locked by another POP3 session."
+            # The failed session is still in AUTHORIZATION and can log in elsewhere.
+            await logged_in(second.client, "bob")
+            assert first.client is not second.client
+        assert (await first.client.command("DELE 1")).startswith("+OK")
+        assert await first.client.command("QUIT") == "+OK goodbye"
+        assert await first.client.read_to_eof() == b""
+        await first.done.wait()
+    assert not store.is_locked("alice")
+    async with memory_session(mailbox_factory) as third:
+        await logged_in(third.client)
+        assert await third.client.command("STAT") == f"+OK 2 {TOTAL - SIZES[0]}"
+
+
+class BrokenListStore(MailStore):
+    """Takes the MemoryStore lock, then fails to list the maildrop."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.locked_at_failure: bool | None = None
+
+    async def open(self, user: str) -> Mailbox:
+        return BrokenListMailbox(self, await self.inner.open(user), user)
+
+
+class BrokenListMailbox(Mailbox):
+    def __init__(self, store: BrokenListStore, inner: Mailbox, user: str) -> None:
+        self.store, self.inner, self.user = store, inner, user
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        self.store.locked_at_failure = self.store.inner.is_locked(self.user)
+        raise MailboxError("Maildrop is corrupt.")
+
+    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        return self.inner.read_message(message)
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        await self.inner.remove(messages)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_lock_released_before_err(
+    store: MemoryStore, authenticator: MemoryAuthenticator
+) -> None:
+    # RFC 1939 §4 (STATE-03, LOCK-03): a lock taken for a login that fails is released
+    # before the -ERR goes out.
+    broken = BrokenListStore(store)
+    factory = functools.partial(MailboxHandler, broken, authenticator)
+    async with memory_session(factory) as s:
+        assert await s.client.command("USER alice") == "+OK Send your password."
+        assert await s.client.command("PASS secret") == "-ERR [SYS/TEMP] Maildrop is corrupt."
+        assert broken.locked_at_failure is True
+        assert not store.is_locked("alice")  # already free when the reply arrived
+        assert (await s.client.command("STAT")).startswith("-ERR")  # still AUTHORIZATION
+
+
+# -- UPDATE ---------------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "6")
+@pytest.mark.parametrize(
+    ("commands", "kept"),
+    [
+        (["DELE 2", "QUIT"], [1, 3]),
+        (["DELE 1", "DELE 3", "QUIT"], [2]),
+        (["DELE 1", "DELE 2", "DELE 3", "QUIT"], []),
+        (["DELE 1", "RSET", "QUIT"], [1, 2, 3]),
+        (["DELE 1", "RSET", "DELE 2", "QUIT"], [1, 3]),
+        (["RETR 1", "TOP 2 0", "QUIT"], [1, 2, 3]),
+    ],
+)
+async def test_quit_removes_exactly_the_deleted(
+    mailbox_factory: Factory, store: MemoryStore, commands: list[str], kept: list[int]
+) -> None:
+    # RFC 1939 §6 (STATE-07, DELE-01): nothing is removed before QUIT, then exactly
+    # the marked messages.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        first = ""
+        for line in commands:
+            await s.client.send_line(line)
+            first = await s.client.reply()
+            assert first.startswith("+OK"), (line, first)
+            if line.startswith(("RETR", "TOP")):
+                await s.client.data_lines()
+            if line != "QUIT":
+                assert store.messages("alice") == list(ALICE_MESSAGES)  # DELE-01
+        assert first == "+OK goodbye"
+        assert await s.client.read_to_eof() == b""
+        await s.done.wait()
+    assert store.messages("alice") == [ALICE_MESSAGES[n - 1] for n in kept]
+    assert not store.is_locked("alice")
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_quit_in_authorization_touches_nothing(
+    mailbox_factory: Factory, store: MemoryStore
+) -> None:
+    # RFC 1939 §6 (STATE-05)
+    async with memory_session(mailbox_factory) as s:
+        assert await s.client.command("USER alice") == "+OK Send your password."
+        assert await s.client.command("QUIT") == "+OK goodbye"
+        assert await s.client.read_to_eof() == b""
+    assert store.messages("alice") == list(ALICE_MESSAGES)
