@@ -11,8 +11,13 @@ lock.  A :class:`Authenticator` decides who may log in.
 from __future__ import annotations
 
 import abc
+import hashlib
+import hmac
+import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import trio
 
 __all__ = ["Authenticator", "MailStore", "Mailbox", "MessageInfo", "ScramCredentials"]
 
@@ -104,8 +109,8 @@ class ScramCredentials:
 
     iterations: int
     salt: bytes
-    stored_key: bytes
-    server_key: bytes
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
 
 
 class Authenticator(abc.ABC):
@@ -129,5 +134,32 @@ class Authenticator(abc.ABC):
         return None
 
     async def get_scram_credentials(self, user: str) -> ScramCredentials | None:
-        """Return the SCRAM-SHA-256 credentials of ``user``, or None if not available."""
-        return None
+        """Return the SCRAM-SHA-256 credentials of ``user``, or None if not available.
+
+        By default they are derived from :meth:`get_secret` when it gives a plaintext
+        secret (4096 iterations, RFC 7677; the salt is derived from the user name with
+        a per-process random key, so it is stable, as a stored salt would be, without
+        revealing which users exist).  Override to return stored credentials.
+        """
+        secret = await self.get_secret(user)
+        if secret is None:
+            return None
+        return await trio.to_thread.run_sync(_derive_scram, user, secret)
+
+
+#: Iterations of SCRAM credentials derived from a plaintext secret (RFC 7677 §4: 4096).
+DERIVED_SCRAM_ITERATIONS = 4096
+
+_SALT_KEY = os.urandom(32)
+
+
+def _derive_scram(user: str, secret: str) -> ScramCredentials:
+    salt = hmac.digest(_SALT_KEY, user.encode("utf-8"), "sha256")[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8"), salt, DERIVED_SCRAM_ITERATIONS)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return ScramCredentials(
+        iterations=DERIVED_SCRAM_ITERATIONS,
+        salt=salt,
+        stored_key=hashlib.sha256(client_key).digest(),
+        server_key=hmac.digest(salted, b"Server Key", "sha256"),
+    )
