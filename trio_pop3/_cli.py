@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import trio
 
@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plaintext logins without TLS even when TLS is configured",
     )
     serve.add_argument("--apop", action="store_true", help="offer APOP (needs {PLAIN} secrets)")
+    serve.add_argument(
+        "--utf8-legacy",
+        choices=("refuse", "send"),
+        default="refuse",
+        help="messages with UTF-8 headers to clients that did not send UTF8: "
+        "refuse with -ERR [UTF8] (RFC 6856, default) or send as stored",
+    )
     serve.add_argument("--debug", action="store_true", help="log a wire transcript")
 
     hashp = sub.add_parser("hash-password", help="print a passwd-file password hash")
@@ -218,6 +225,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pop3s_port=args.pop3s_port,
         allow_insecure_auth=args.allow_insecure_auth,
         apop=args.apop,
+        utf8_legacy=args.utf8_legacy,
         debug=args.debug,
     )
 
@@ -234,10 +242,16 @@ def _make_server(
     *,
     allow_insecure_auth: bool = False,
     apop: bool = False,
+    utf8_legacy: Literal["refuse", "send"] = "refuse",
     **options: object,
 ) -> POP3Server:
     factory = functools.partial(
-        MailboxHandler, store, authenticator, apop=apop, allow_insecure_auth=allow_insecure_auth
+        MailboxHandler,
+        store,
+        authenticator,
+        apop=apop,
+        allow_insecure_auth=allow_insecure_auth,
+        utf8_legacy=utf8_legacy,
     )
     return POP3Server(factory, **options)  # type: ignore[arg-type]
 

@@ -62,6 +62,7 @@ import math
 import os
 import re
 import secrets
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -752,8 +753,12 @@ class PasswdFile(Mapping[str, str]):
         """
         name = os.fspath(path)
         try:
-            with open(name, "rb") as f:
+            # O_NONBLOCK: a FIFO or device named by mistake must not hang the server.
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
                 st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise PasswdFileError(f"cannot read passwd-file {name}: not a regular file")
                 data = f.read()
         except OSError as exc:
             raise PasswdFileError(

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 import trio
@@ -28,7 +28,7 @@ from .._sasl import (
     format_challenge,
 )
 from .._session import _ClientGone
-from ._base import Authenticator, Mailbox, MailStore, MessageInfo
+from ._base import Authenticator, Mailbox, MailStore, MessageInfo, ScramCredentials
 
 __all__ = ["LoginDelay", "MailboxHandler"]
 
@@ -60,6 +60,11 @@ class MailboxHandler(POP3Handler):
             logins that come too soon (RFC 2449 section 6.5).
         expire: Announce EXPIRE (RFC 2449 section 6.7): days mail may be left on the
             server, or ``"NEVER"``.  Only announced; deleting old mail is the site's job.
+        utf8_legacy: What RETR and TOP do with a message whose header holds raw UTF-8
+            (RFC 6532) when the client has not sent UTF8.  ``"refuse"`` (default)
+            answers ``-ERR [UTF8]`` as RFC 6856 section 2.1 requires; ``"send"`` sends
+            it as stored, like Dovecot, for clients that never send UTF8 (curl,
+            fetchmail) and would otherwise never get such mail.
 
     Example::
 
@@ -78,6 +83,7 @@ class MailboxHandler(POP3Handler):
         mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
         login_delay: LoginDelay | None = None,
         expire: int | Literal["NEVER"] | None = None,
+        utf8_legacy: Literal["refuse", "send"] = "refuse",
     ) -> None:
         super().__init__()
         self.store = store
@@ -93,6 +99,9 @@ class MailboxHandler(POP3Handler):
         ):
             raise ValueError("expire must be a number of days >= 0 or 'NEVER'")
         self.expire = expire
+        if utf8_legacy not in ("refuse", "send"):
+            raise ValueError("utf8_legacy must be 'refuse' or 'send'")
+        self.utf8_legacy = utf8_legacy
         #: Whether the client sent UTF8 (RFC 6856 section 2).
         self.utf8 = False
         #: The authenticated user, once in TRANSACTION.
@@ -231,7 +240,7 @@ class MailboxHandler(POP3Handler):
         except SASLCancelled:
             raise
         except AuthenticationFailed:
-            await self.login_failed(exchange.user_hint or "-")
+            await self.login_failed(exchange.recorder.user or "-")
         await self.login(user)
 
     async def login_failed(self, user: str) -> NoReturn:
@@ -340,7 +349,7 @@ class MailboxHandler(POP3Handler):
         except BaseException:
             await _aclose(chunks)
             raise
-        if not self.utf8 and header_needs_utf8(first):
+        if not self.utf8 and self.utf8_legacy == "refuse" and header_needs_utf8(first):
             # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.
             await _aclose(chunks)
             raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
@@ -438,13 +447,36 @@ class LoginDelay:
         self._last[user] = now
 
 
+class _RecordingAuthenticator(Authenticator):
+    """Delegates to an authenticator and remembers the last user name asked about."""
+
+    def __init__(self, inner: Authenticator) -> None:
+        self.inner = inner
+        self.user: str | None = None
+
+    async def check_password(self, user: str, password: str) -> bool:
+        self.user = user
+        return await self.inner.check_password(user, password)
+
+    async def get_secret(self, user: str) -> str | None:
+        self.user = user
+        return await self.inner.get_secret(user)
+
+    async def get_scram_credentials(self, user: str) -> ScramCredentials | None:
+        self.user = user
+        return await self.inner.get_scram_credentials(user)
+
+
 @dataclass(slots=True)
 class _Exchange:
     """MailboxHandler's side of one SASL exchange (:class:`trio_pop3.SASLExchange`)."""
 
     handler: MailboxHandler
     initial_response: bytes | None
-    user_hint: str | None = None
+    recorder: _RecordingAuthenticator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recorder = _RecordingAuthenticator(self.handler.authenticator)
 
     @property
     def secure(self) -> bool:
@@ -452,7 +484,9 @@ class _Exchange:
 
     @property
     def authenticator(self) -> Authenticator:
-        return self.handler.authenticator
+        # A recording proxy: a failed login is logged with the user name the
+        # mechanism asked about, whatever the mechanism (fail2ban, SEC-04).
+        return self.recorder
 
     @property
     def hostname(self) -> str:

@@ -1,0 +1,531 @@
+"""The ``trio-pop3`` command line, run as real subprocesses (``python -m trio_pop3``).
+
+A bad command line or configuration must end with exactly one line on stderr starting
+``trio-pop3: error:`` and a non-zero exit status, never a traceback.  The server helpers
+come from ``tests/interop/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import hashlib
+import os
+import poplib
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from corpus import expected_wire
+from interop.conftest import (
+    HOST,
+    MailSetup,
+    ServerFactory,
+    ServerProcess,
+    cli_command,
+    cli_env,
+    free_port,
+    fresh_source,
+    make_mail_setup,
+    run_cli,
+    start_server,
+    wait_for,
+)
+
+import trio_pop3
+from trio_pop3._cli import DEMO_MESSAGES
+from trio_pop3._passwd import hash_password, verify_password
+
+# --------------------------------------------------------------------------------------
+# Bad command lines and configurations
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> MailSetup:
+    return make_mail_setup(tmp_path / "config")
+
+
+def serve_args(config: MailSetup, *extra: str, users: Path | None = None) -> list[str]:
+    return [
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(free_port()),
+        "--maildir-root",
+        str(config.root),
+        "--users",
+        str(users if users is not None else config.passwd),
+        *extra,
+    ]
+
+
+def passwd_file(config: MailSetup, content: bytes) -> Path:
+    path = config.root.parent / f"bad-passwd-{hashlib.sha256(content).hexdigest()[:12]}"
+    path.write_bytes(content)
+    return path
+
+
+GOOD_LINE = b"alice:" + hash_password("pw", "SHA256").encode() + b"\n"
+
+#: id -> (arguments from the config, text the error line must contain)
+BAD_COMMAND_LINES: dict[str, tuple[Callable[[MailSetup], list[str]], str]] = {
+    "no command": (lambda c: [], "required: command"),
+    # A FIFO (or any non-regular file) as --users must not block the start-up.
+    "passwd-file is a FIFO": (lambda c: serve_args(c, users=fifo(c)), "not a regular file"),
+    "unknown command": (lambda c: ["frobnicate"], "invalid choice: 'frobnicate'"),
+    "unknown option": (lambda c: serve_args(c, "--bogus"), "unrecognized arguments: --bogus"),
+    "serve without options": (lambda c: ["serve"], "required: --maildir-root, --users"),
+    "port out of range": (
+        lambda c: [*serve_args(c), "--port", "70000"],
+        "port out of range: '70000'",
+    ),
+    "port not a number": (lambda c: [*serve_args(c), "--port", "pop3"], "not a port number"),
+    "timeout not positive": (lambda c: serve_args(c, "--timeout", "0"), "must be positive"),
+    "max-connections 0": (
+        lambda c: serve_args(c, "--max-connections", "0"),
+        "must be at least 1",
+    ),
+    "missing passwd-file": (
+        lambda c: serve_args(c, users=c.root.parent / "no-such-file"),
+        "no-such-file: No such file or directory",
+    ),
+    # Root reads any file whatever its mode, so "unreadable" is a directory here.
+    "unreadable passwd-file": (
+        lambda c: serve_args(c, users=c.root),
+        "cannot read passwd-file",
+    ),
+    "passwd-file not UTF-8": (
+        lambda c: serve_args(c, users=passwd_file(c, GOOD_LINE * 2 + b"b\xe9b:{PLAIN}x\n")),
+        "line 3: not valid UTF-8",
+    ),
+    "passwd-file line without colon": (
+        lambda c: serve_args(c, users=passwd_file(c, b"# users\n\n" + GOOD_LINE + b"bob\n")),
+        "line 4: no ':' after the user name",
+    ),
+    "passwd-file unsafe user name": (
+        lambda c: serve_args(c, users=passwd_file(c, GOOD_LINE + b"../evil:{PLAIN}x\n")),
+        "line 2: unsafe user name",
+    ),
+    "passwd-file duplicate user": (
+        lambda c: serve_args(c, users=passwd_file(c, GOOD_LINE + b"x:{PLAIN}y\n" + GOOD_LINE)),
+        "line 3: user 'alice' already on line 1",
+    ),
+    "maildir root missing": (
+        lambda c: [*serve_args(c), "--maildir-root", str(c.root / "missing")],
+        "missing: not a directory",
+    ),
+    "only --tls-cert": (
+        lambda c: serve_args(c, "--tls-cert", str(c.passwd)),
+        "--tls-cert and --tls-key must be given together",
+    ),
+    "only --tls-key": (
+        lambda c: serve_args(c, "--tls-key", str(c.passwd)),
+        "--tls-cert and --tls-key must be given together",
+    ),
+    "unloadable TLS files": (
+        lambda c: serve_args(c, "--tls-cert", str(c.passwd), "--tls-key", str(c.passwd)),
+        "cannot load TLS certificate/key",
+    ),
+    "--pop3s-port without TLS": (
+        lambda c: serve_args(c, "--pop3s-port", str(free_port())),
+        "--pop3s-port needs --tls-cert and --tls-key",
+    ),
+    "unknown hash scheme": (
+        lambda c: ["hash-password", "--scheme", "NO-SUCH-SCHEME", "--password", "pw"],
+        "NO-SUCH-SCHEME",
+    ),
+    "empty password": (
+        lambda c: ["hash-password", "--password", ""],
+        "password must not be empty",
+    ),
+}
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[bytes], expected: str) -> str:
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("trio-pop3: error: "), lines[0]
+    assert expected in lines[0]
+    assert result.returncode == 2
+    assert result.stdout == b""
+    return lines[0]
+
+
+def fifo(config: MailSetup) -> Path:
+    path = config.root.parent / "passwd-fifo"
+    os.mkfifo(path)
+    return path
+
+
+#: How long a case may take before it counts as hung (they all run at once).
+BAD_COMMAND_LINE_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def bad_command_line_results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, subprocess.CompletedProcess[bytes]]:
+    """Run every case of the two tables at once (each is a Python start-up, ~0.3 s).
+
+    A case still running at its deadline is killed; its result has exit status None.
+    """
+    config = make_mail_setup(tmp_path_factory.mktemp("bad-config"))
+    start = time.monotonic()
+    cases = BAD_COMMAND_LINES
+    processes = {
+        case: subprocess.Popen(
+            cli_command(*make_args(config)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
+        for case, (make_args, _) in cases.items()
+    }
+    results = {}
+    try:
+        for case, process in processes.items():
+            limit = BAD_COMMAND_LINE_TIMEOUT
+            try:
+                remaining = max(0.1, start + limit - time.monotonic())
+                stdout, stderr = process.communicate(timeout=remaining)
+                status: int | None = process.returncode
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+                status = None
+            results[case] = subprocess.CompletedProcess(process.args, status, stdout, stderr)  # type: ignore[arg-type]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_COMMAND_LINES))
+def test_bad_command_line(
+    bad_command_line_results: dict[str, subprocess.CompletedProcess[bytes]], case: str
+) -> None:
+    assert_one_error_line(bad_command_line_results[case], BAD_COMMAND_LINES[case][1])
+
+
+def test_port_in_use(config: MailSetup) -> None:
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        args = serve_args(config)
+        args[args.index("--port") + 1] = str(port)
+        result = run_cli(*args)
+    assert_one_error_line(result, "cannot listen: Address already in use")
+
+
+# --------------------------------------------------------------------------------------
+# hash-password and --version
+
+
+@pytest.mark.parametrize("scheme", ["SSHA512", "SHA256", "PLAIN"])
+def test_hash_password(scheme: str) -> None:
+    password = "correct horse: battery staple"
+    result = run_cli("hash-password", "--scheme", scheme, "--password", password)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 1
+    stored = lines[0]
+    assert stored.startswith("{" + scheme + "}")
+    assert verify_password(stored, password)
+    assert not verify_password(stored, password + "x")
+
+
+def test_hash_password_reads_stdin_and_defaults_to_ssha512() -> None:
+    result = run_cli("hash-password", stdin=b"from st\xc3\xa4ndard input\r\n")
+    assert result.returncode == 0, result.stderr
+    stored = result.stdout.decode().strip()
+    assert stored.startswith("{SSHA512}")
+    assert verify_password(stored, "from ständard input")
+
+
+def test_hash_password_salts_differ() -> None:
+    first, second = (run_cli("hash-password", "--password", "pw").stdout for _ in range(2))
+    assert first != second
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode() == f"trio-pop3 {trio_pop3.__version__}\n"
+    assert result.stderr == b""
+
+
+# --------------------------------------------------------------------------------------
+# demo
+
+
+def wait_for_output(path: Path, pattern: str, process: subprocess.Popen[bytes]) -> re.Match[str]:
+    found: list[re.Match[str]] = []
+
+    def check() -> bool:
+        match = re.search(pattern, path.read_text(errors="replace"), re.M)
+        if match is None and process.poll() is not None:
+            pytest.fail(f"exited with {process.returncode} before printing {pattern!r}")
+        if match is not None:
+            found.append(match)
+        return match is not None
+
+    wait_for(check, what=f"{pattern!r} in {path.name}")
+    return found[0]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_demo(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    stdout_path, stderr_path = tmp_path / "demo.out", tmp_path / "demo.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            cli_command("demo", "--port", "0"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=cli_env(TMPDIR=str(tmpdir)),
+        )
+    try:
+        match = wait_for_output(
+            stdout_path, r"serving 3 sample messages on 127\.0\.0\.1:(\d+)$", process
+        )
+        port = int(match.group(1))
+        assert port > 0
+        instructions = stdout_path.read_text()
+        assert f"curl pop3://demo:demo@127.0.0.1:{port}/" in instructions
+        assert f"curl pop3://demo:demo@127.0.0.1:{port}/1" in instructions
+        assert "poplib" in instructions
+        # The demo Maildir lives under $TMPDIR while the demo runs.
+        assert list(tmpdir.iterdir())
+
+        client = poplib.POP3(HOST, port, timeout=10)
+        client.user("demo")
+        client.pass_("demo")
+        assert client.stat() == (3, sum(len(expected_wire(m)) for m in DEMO_MESSAGES))
+        for number, message in enumerate(DEMO_MESSAGES, 1):
+            _, lines, _ = client.retr(number)
+            assert b"\r\n".join(lines) + b"\r\n" == expected_wire(message)
+        client.quit()
+
+        # The printed poplib one-liner works as printed (shell continuation included).
+        command = instructions[instructions.index('python3 -c "') :].strip()
+        ran = subprocess.run(["sh", "-c", command], capture_output=True, timeout=20, check=False)
+        assert ran.returncode == 0, ran.stderr
+        assert b"Welcome to trio_pop3" in ran.stdout
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop_signal)
+        status = process.wait(timeout=10)
+    stderr = stderr_path.read_text()
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
+    assert f"received {stop_signal.name}" in stderr
+    # Ctrl-C "deletes the demo Maildir".
+    assert list(tmpdir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------
+# serve: logging and connection limits
+
+
+@pytest.fixture(scope="module")
+def debug_config(tmp_path_factory: pytest.TempPathFactory) -> MailSetup:
+    setup = make_mail_setup(tmp_path_factory.mktemp("debug-config"))
+    setup.account("alice", [b"Subject: hi\n\nhello\n"])
+    setup.account("bob", [b"Subject: hi\n\nhello\n"])
+    return setup
+
+
+@pytest.fixture(scope="module")
+def debug_server(
+    debug_config: MailSetup, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``serve --debug --apop`` (a wire transcript on stderr) for the logging tests."""
+    log_dir = tmp_path_factory.mktemp("debug-log")
+    proc = start_server(debug_config, "--debug", "--apop", log_dir=log_dir)
+    try:
+        yield proc
+    finally:
+        status = proc.stop()
+    assert status == 0, proc.stderr
+
+
+class RawClient:
+    """A line-based POP3 client for commands poplib lacks (AUTH)."""
+
+    def __init__(self, port: int, source: str | None = None) -> None:
+        self.sock = socket.create_connection(
+            (HOST, port), timeout=10, source_address=(source, 0) if source else None
+        )
+        self.reader = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def line(self) -> bytes:
+        data = self.reader.readline()
+        assert data.endswith(b"\r\n"), data
+        return data[:-2]
+
+    def send(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.line()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+WRONG_PASSWORD = "Wr0ng-Pa55word-XYZZY"
+
+
+@pytest.fixture(scope="module")
+def failed_logins(debug_server: ServerProcess) -> str:
+    """Fail a USER/PASS login from 127.0.0.1 and an AUTH PLAIN one from a fresh address,
+    in parallel (each costs the server's 2 s failure delay); return that address.
+    """
+    source = fresh_source()
+    replies: dict[str, bytes] = {}
+
+    def user_pass() -> None:
+        client = RawClient(debug_server.port)
+        try:
+            client.send(b"USER alice")
+            replies["PASS"] = client.send(b"PASS " + WRONG_PASSWORD.encode())
+        finally:
+            client.close()
+
+    def auth_plain() -> None:
+        client = RawClient(debug_server.port, source)
+        try:
+            response = b64(b"\0alice\0" + WRONG_PASSWORD.encode())
+            replies["AUTH"] = client.send(b"AUTH PLAIN " + response)
+        finally:
+            client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(user_pass), pool.submit(auth_plain)]:
+            future.result()
+    assert replies["PASS"].startswith(b"-ERR [AUTH]"), replies
+    assert replies["AUTH"].startswith(b"-ERR [AUTH]"), replies
+    wait_for(
+        lambda: debug_server.stderr.count("authentication failure") >= 2,
+        what="both failures to be logged",
+    )
+    return source
+
+
+def test_failed_login_is_logged_for_fail2ban(
+    debug_server: ServerProcess, failed_logins: str
+) -> None:
+    log = debug_server.stderr
+    # One line per failure, "authentication failure: user=NAME rip=ADDRESS" (README).
+    assert re.search(r"WARNING authentication failure: user=alice rip=127\.0\.0\.1$", log, re.M)
+    assert re.search(
+        rf"authentication failure: user=\S+ rip={re.escape(failed_logins)}$", log, re.M
+    )
+    # RFC 1939 §13, SEC-06: the password is never logged, not even with --debug.
+    assert WRONG_PASSWORD not in log
+    assert b64(b"\0alice\0" + WRONG_PASSWORD.encode()).decode() not in log
+    assert "C: b'PASS ***'" in log
+
+
+def test_failed_sasl_login_logs_the_user(debug_server: ServerProcess, failed_logins: str) -> None:
+    log = debug_server.stderr
+    source = re.escape(failed_logins)
+    assert re.search(rf"authentication failure: user=alice rip={source}$", log, re.M)
+
+
+def test_passwords_never_logged(debug_server: ServerProcess, debug_config: MailSetup) -> None:
+    alice = debug_config.passwords["alice"]
+    bob = debug_config.passwords["bob"]
+    secrets = {
+        "PASS": alice,
+        "PLAIN-IR": b64(b"\0alice\0" + alice.encode()).decode(),
+        "PLAIN": b64(b"\0bob\0" + bob.encode()).decode(),
+        "LOGIN": b64(alice.encode()).decode(),
+    }
+    client = debug_server.connect()
+    client.user("alice")
+    client.pass_(alice)
+    client.quit()
+    client = debug_server.connect()
+    client.apop("bob", bob)
+    client.quit()
+    raw = RawClient(debug_server.port)
+    assert raw.send(b"AUTH PLAIN " + secrets["PLAIN-IR"].encode()).startswith(b"+OK")
+    raw.send(b"QUIT")
+    raw.close()
+    raw = RawClient(debug_server.port)
+    assert raw.send(b"AUTH PLAIN") == b"+ "
+    assert raw.send(secrets["PLAIN"].encode()).startswith(b"+OK")
+    raw.send(b"QUIT")
+    raw.close()
+    raw = RawClient(debug_server.port)
+    assert raw.send(b"AUTH LOGIN").startswith(b"+ ")
+    assert raw.send(b64(b"alice")).startswith(b"+ ")
+    assert raw.send(secrets["LOGIN"].encode()).startswith(b"+OK")
+    raw.send(b"QUIT")
+    raw.close()
+    log = debug_server.stderr
+    assert log.count("login: user=alice") >= 3
+    for name, secret in secrets.items():
+        assert secret not in log, name
+    assert bob not in log
+
+
+def test_max_connections(config: MailSetup, server_factory: ServerFactory) -> None:
+    account = config.account("alice", [b"Subject: one\n\nbody\n"])
+    proc = server_factory(config, "--max-connections", "1")
+    # The readiness probe's session must be over before the limit is tested.
+    wait_for(lambda: proc.stderr.count(" disconnected") >= 1, what="probe to end")
+    first = proc.connect()
+    second = socket.create_connection((HOST, proc.port), timeout=10)
+    try:
+        reader = second.makefile("rb")
+        refusal = reader.readline()
+        # RFC 3206 (CODE-04): a temporary condition, then the server closes.
+        assert refusal.startswith(b"-ERR [SYS/TEMP]"), refusal
+        assert refusal.endswith(b"\r\n")
+        assert reader.read() == b""
+        reader.close()
+    finally:
+        second.close()
+    # The first session is unaffected.
+    first.user(account.user)
+    first.pass_(account.password)
+    assert first.stat()[0] == 1
+    first.quit()
+    wait_for(lambda: proc.stderr.count(" disconnected") >= 2, what="first session to end")
+    third = proc.connect()
+    assert third.getwelcome().startswith(b"+OK")
+    third.quit()
+    assert "refused" in proc.stderr
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    factory = ServerFactory(tmp_path / "server-logs")
+    try:
+        yield factory
+    finally:
+        results = factory.stop_all()
+    for proc, status in results:
+        assert status == 0, f"exit status {status}:\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr, proc.stderr
