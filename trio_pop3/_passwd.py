@@ -918,7 +918,12 @@ class PasswdFileAuthenticator(Authenticator):
         except UnsupportedScheme as exc:
             if known:
                 _log.error("passwd-file %s: user %r: %s", self._path, user, exc)
-            return False
+            ok = False
+        if known and not ok and _scheme_key(stored or "") != _scheme_key(loaded.dummy):
+            # A failure costs what an unknown user costs (the dummy, of the slowest
+            # scheme in the file), so a user of a faster scheme is not told apart by
+            # timing.  Successful logins never pay this.
+            await self._verify(loaded.dummy, password)
         return known and ok
 
     async def get_secret(self, user: str) -> str | None:
@@ -1026,5 +1031,8 @@ class PasswdFileAuthenticator(Authenticator):
         usable = [v for v in passwd.values() if v and _scheme_problem(v) is None]
         if not usable:
             return _empty_file_dummy()
-        common, _ = Counter(_scheme_key(v) for v in usable).most_common(1)[0]
-        return next(v for v in usable if _scheme_key(v) == common)
+        # The slowest kind of entry present sets the cost of every failure (see
+        # check_password); among equals, the most common.
+        slow = [v for v in usable if _is_slow(v)] or usable
+        common, _ = Counter(_scheme_key(v) for v in slow).most_common(1)[0]
+        return next(v for v in slow if _scheme_key(v) == common)
