@@ -49,6 +49,20 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the HTML documentation (docs/_build/html), warnings as errors.
+
+    Then run the tutorial's tests, so that the code the tutorial shows still works.
+    """
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    shutil.rmtree(os.path.join("docs", "_build"), ignore_errors=True)  # no stale pages
+    session.run(
+        "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+    session.run("pytest", "-p", "no:cacheprovider", "docs/tutorial", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Micro-benchmarks of the core, then the end-to-end comparison if possible."""
     session.install("-e", ".")

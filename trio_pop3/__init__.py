@@ -33,9 +33,11 @@ from ._sasl import (
     LoginMechanism as LoginMechanism,
     PlainMechanism as PlainMechanism,
     SASLCancelled as SASLCancelled,
+    SASLDecodeError as SASLDecodeError,
     SASLExchange as SASLExchange,
     SASLMechanism as SASLMechanism,
     ScramSHA256Mechanism as ScramSHA256Mechanism,
+    make_scram_credentials as make_scram_credentials,
 )
 from ._server import DEFAULT_GREETING as DEFAULT_GREETING, POP3Server as POP3Server
 from ._version import __version__ as __version__
@@ -61,12 +63,14 @@ __all__ = [
     "PlainMechanism",
     "ResponseCode",
     "SASLCancelled",
+    "SASLDecodeError",
     "SASLExchange",
     "SASLMechanism",
     "ScramSHA256Mechanism",
     "State",
     "WireSizeCounter",
     "__version__",
+    "make_scram_credentials",
     "wire_size",
 ]
 

@@ -5,6 +5,14 @@ Implement :class:`MailStore` and :class:`Mailbox` (or use :class:`MaildirStore` 
 does the rest.
 """
 
+from .._passwd import (
+    PasswdFile as PasswdFile,
+    PasswdFileAuthenticator as PasswdFileAuthenticator,
+    PasswdFileError as PasswdFileError,
+    UnsupportedScheme as UnsupportedScheme,
+    hash_password as hash_password,
+    verify_password as verify_password,
+)
 from ._base import (
     Authenticator as Authenticator,
     Mailbox as Mailbox,
@@ -36,6 +44,27 @@ __all__ = [
     "MemoryMailbox",
     "MemoryStore",
     "MessageInfo",
+    "PasswdFile",
+    "PasswdFileAuthenticator",
+    "PasswdFileError",
     "ScramCredentials",
+    "UnsupportedScheme",
     "deliver",
+    "hash_password",
+    "verify_password",
 ]
+
+
+def _fixup_module_metadata() -> None:
+    # Show trio_pop3.mailbox.MaildirStore, not trio_pop3.mailbox._maildir.MaildirStore.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("trio_pop3."):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata
