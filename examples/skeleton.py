@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"serving on {args.host}:{args.port}; Ctrl-C stops", flush=True)
     try:
         trio.run(server.serve)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # trio raises it inside the server's nursery
         pass
 
 

@@ -9,11 +9,11 @@ Theory of operation
   starts with ``+OK``, ``-ERR`` or ``+`` and is at most 512 octets.  A server that
   breaks those rules raises :class:`ProtocolViolation`.
 * :func:`open_memory_session` runs one connection of a handler through
-  :meth:`POP3Server.handle_stream` over ``trio.testing.memory_stream_pair()``: no
+  :meth:`~trio_pop3.POP3Server.handle_stream` over ``trio.testing.memory_stream_pair()``: no
   sockets and no real time, so it works under pytest-trio's ``autojump_clock`` and
   an idle timeout of ten minutes is tested in microseconds.
 * :class:`MemoryListener` is a ``trio.abc.Listener`` of memory streams for
-  :meth:`POP3Server.serve_listeners`, and :func:`serve_on_loopback` serves a server
+  :meth:`~trio_pop3.POP3Server.serve_listeners`, and :func:`serve_on_loopback` serves a server
   on a free port of 127.0.0.1 for clients that need a real socket (``poplib``,
   ``curl``).
 * :func:`check_handler` and :func:`check_mailbox_backend` are a conformance suite,
@@ -614,7 +614,7 @@ async def open_memory_session(
 ) -> AsyncIterator[POP3TestClient]:
     """Run one connection of a handler over memory streams; yield its client.
 
-    The server side is :meth:`POP3Server.handle_stream` in a nursery of this context.
+    The server side is :meth:`~trio_pop3.POP3Server.handle_stream` in a nursery of this context.
     No sockets or real time are involved, so timeouts are tested instantly under
     pytest-trio's ``autojump_clock`` (or a :class:`trio.testing.MockClock`).
 
@@ -671,7 +671,7 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
     """A ``trio.abc.Listener`` whose connections are in-memory stream pairs.
 
     :meth:`connect` makes a pair, queues the server end for :meth:`accept` and returns
-    the client end.  Use it with :meth:`POP3Server.serve_listeners` to test a whole
+    the client end.  Use it with :meth:`~trio_pop3.POP3Server.serve_listeners` to test a whole
     server (connection limits, shutdown) without sockets.
 
     Args:
@@ -773,7 +773,7 @@ async def serve_on_loopback(
     """Serve on a free port of the loopback interface; yield ``(host, port)``.
 
     The server's own ``port`` and ``host`` are not used: the listener is opened here on
-    port 0 and handed to :meth:`POP3Server.serve_listeners`.  Use it for clients that
+    port 0 and handed to :meth:`~trio_pop3.POP3Server.serve_listeners`.  Use it for clients that
     need a real socket, such as :mod:`poplib` in a worker thread.
 
     Args:
