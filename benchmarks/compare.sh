@@ -35,6 +35,8 @@
 #     whole session (RFC 1939 section 4), so a user's second concurrent login gets
 #     -ERR [IN-USE]; Dovecot does not lock POP3 sessions by default
 #     (pop3_lock_session = no).  pop3load's idle mode logs in users round-robin.
+#     Or add --no-maildrop-lock to TRIO_ARGS (trio-pop3's equivalent), and
+#     --workers N to measure N worker processes.
 #   SETTLE_MAX [75] (tuned Dovecot reaps idle pop3 processes after ~60 s)
 # Output: OUT_DIR (default /tmp/trio-pop3-compare-<UTC time>) gets NAME-ROUND.txt,
 # env.txt, server logs and summary.md.

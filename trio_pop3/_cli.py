@@ -6,6 +6,7 @@ import argparse
 import functools
 import getpass
 import logging
+import os
 import shutil
 import signal
 import ssl
@@ -20,6 +21,7 @@ import trio
 from ._config import DEFAULT_IDLE_TIMEOUT, Limits
 from ._server import POP3Server
 from ._version import __version__
+from ._workers import parse_worker_fds, supervise, watch_supervisor, worker_listeners
 from .mailbox import Authenticator, MailboxHandler, MailStore
 
 __all__ = ["main"]
@@ -126,7 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages with UTF-8 headers to clients that did not send UTF8: "
         "refuse with -ERR [UTF8] (RFC 6856, default) or send as stored",
     )
+    serve.add_argument(
+        "--no-maildrop-lock",
+        dest="maildrop_lock",
+        action="store_false",
+        help="let sessions of the same user run concurrently (Dovecot's default; "
+        "RFC 1939 asks for the lock, which stays on by default)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        help="worker processes sharing the listening socket, one core each (default: 1)",
+    )
     serve.add_argument("--debug", action="store_true", help="log a wire transcript")
+    # Internal: set by the --workers supervisor on the command line of each worker.
+    serve.add_argument("--worker-fds", help=argparse.SUPPRESS)
 
     hashp = sub.add_parser("hash-password", help="print a passwd-file password hash")
     hashp.add_argument("--scheme", default="SSHA512", help="scheme (default: SSHA512)")
@@ -139,10 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(debug: bool) -> None:
+    # Records need no thread or process data: skip gathering it for each one.  The
+    # pid goes into the format instead (each worker process runs this itself).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s trio-pop3[%(process)d]: %(levelname)s %(message)s",
+        format=f"%(asctime)s trio-pop3[{os.getpid()}]: %(levelname)s %(message)s",
     )
 
 
@@ -160,26 +180,49 @@ def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve_until_signal(server: POP3Server, on_ready: Callable[[list[str]], None]) -> None:
+async def _serve_until_signal(
+    server: POP3Server,
+    on_ready: Callable[[list[str]], None],
+    worker_fds: str | None = None,
+) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully.
 
     The first signal stops accepting and ends idle sessions with ``-ERR [SYS/TEMP]``;
     busy sessions get :data:`DEFAULT_SHUTDOWN_GRACE` seconds.  A second signal
     cancels them at once.  Either way nothing uncommitted is removed.
+
+    With ``worker_fds`` this is a worker of ``--workers`` (see :mod:`._workers`): it
+    serves the inherited listeners, stops on SIGTERM only, and shuts down when its
+    supervisor goes away.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if worker_fds is None else (signal.SIGTERM,)
+    with trio.open_signal_receiver(*stop_signals) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-                await server.serve(task_status=task_status)
+                if worker_fds is None:
+                    await server.serve(task_status=task_status)
+                else:
+                    plain, secure = parse_worker_fds(worker_fds)
+                    await server._serve_on(
+                        worker_listeners(plain), worker_listeners(secure), task_status=task_status
+                    )
                 # serve() returns once shutdown() has let the last session end.
                 nursery.cancel_scope.cancel()
+
+            async def orphaned() -> None:
+                await watch_supervisor()
+                if not server.draining:
+                    logger.info("supervisor gone, shutting down")
+                    server.shutdown()
 
             try:
                 listeners = await nursery.start(run)
             except OSError as exc:
                 raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
             on_ready([_address(listener) for listener in listeners])
+            if worker_fds is not None:
+                nursery.start_soon(orphaned)
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if not server.draining:
@@ -209,7 +252,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     context = _ssl_context(args.tls_cert, args.tls_key)
     if args.pop3s_port is not None and context is None:
         raise UsageError("--pop3s-port needs --tls-cert and --tls-key")
-    store = MaildirStore(args.maildir_root)
+    store = MaildirStore(args.maildir_root, lock=args.maildrop_lock)
     server = _make_server(
         store,
         authenticator,
@@ -232,8 +275,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def ready(addresses: list[str]) -> None:
         logger.info("listening on %s", ", ".join(addresses))
 
-    trio.run(_serve_until_signal, server, ready)
+    if args.worker_fds is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor passes it on
+        trio.run(_serve_until_signal, server, ready, args.worker_fds)
+    elif args.workers > 1:
+        trio.run(_supervise, server, args, ready)
+    else:
+        trio.run(_serve_until_signal, server, ready)
     return 0
+
+
+async def _supervise(
+    server: POP3Server, args: argparse.Namespace, on_ready: Callable[[list[str]], None]
+) -> None:
+    """Bind the listeners, then run ``--workers`` worker processes on them."""
+    try:
+        plain, secure = await server._open_listeners()
+    except OSError as exc:
+        raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
+    on_ready([_address(listener) for listener in plain + secure])
+    command = [sys.executable, "-m", "trio_pop3", *args.argv]
+    await supervise(args.workers, command, plain, secure)
 
 
 def _make_server(
@@ -355,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
+            # The command line, for --workers to start its workers with.
+            args.argv = list(sys.argv[1:] if argv is None else argv)
             return _COMMANDS[args.command](args)
         except* UsageError as group:
             # trio.run() wraps errors raised inside nurseries in exception groups.

@@ -7,6 +7,7 @@ the state machine and the wire format; a subclass supplies each command as an
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
@@ -33,6 +34,22 @@ Line = str | bytes
 
 #: Name of the implementation in CAPA (RFC 2449 section 6.9).
 IMPLEMENTATION = f"trio_pop3 {__version__}"
+
+#: Entries of the two memos below: far more than the command names and command
+#: methods of every handler class of a server, yet a bound on their memory.
+_MEMO_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _method_name(command: str) -> str:
+    """Return the name of the method implementing ``command`` (``pop3_NAME``)."""
+    return "pop3_" + command.replace("-", "_")
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _is_async(function: object) -> bool:
+    # inspect.iscoroutinefunction costs more than a whole NOOP; ask once per function.
+    return inspect.iscoroutinefunction(function)
 
 
 class POP3Handler:
@@ -155,16 +172,18 @@ class POP3Handler:
         return (state or self._state) in self._commands.get(name.upper(), frozenset())
 
     def _command_method(self, name: str) -> Callable[[str | None], Awaitable[None]] | None:
+        """Return the method for command ``name`` if it may run now."""
         if not self.allowed(name):
             return None
-        method = getattr(self, "pop3_" + name.replace("-", "_"), None)
-        if method is None or not inspect.iscoroutinefunction(method):
+        method = getattr(self, _method_name(name), None)
+        if method is None or not _is_async(getattr(method, "__func__", method)):
             return None
         return method  # type: ignore[no-any-return]
 
     def implements(self, name: str) -> bool:
         """Return whether a method for command ``name`` exists (for CAPA)."""
-        return inspect.iscoroutinefunction(getattr(self, "pop3_" + name.replace("-", "_"), None))
+        method = getattr(self, _method_name(name), None)
+        return method is not None and _is_async(getattr(method, "__func__", method))
 
     # -- replies -----------------------------------------------------------------
     async def send_ok(self, text: str = "", code: ResponseCode | str | None = None) -> None:
@@ -296,9 +315,14 @@ class POP3Handler:
             logger.info("%s disconnected: too many failed logins", session.label)
             session.closing = True
 
-    def note_login_success(self) -> None:
-        """Forget the client address's recent failures after a successful login."""
+    def note_login_success(self, user: str | None = None) -> None:
+        """Forget the client address's recent failures after a successful login.
+
+        ``user``, if given, is named in the line logged when the session ends.
+        """
         session = self._s
+        if user is not None:
+            session.user = user[:64]
         if session.server is not None and session.peer is not None:
             session.server.addresses.record_success(session.peer[0])
 

@@ -303,11 +303,11 @@ class PlainMechanism(SASLMechanism):
     """PLAIN (RFC 4616): ``[authzid] NUL authcid NUL passwd`` in one message.
 
     Without an initial response the server sends the empty challenge ``"+ "`` (SASL-07).
-    The identities and the password are prepared with SASLprep (PLAIN-05) and checked
-    with :meth:`~trio_pop3.mailbox.Authenticator.check_password`.  A non-empty authzid must be allowed by
-    :meth:`authorize`, which by default accepts only the authcid itself (PLAIN-04);
-    override it for master users.  Sends the password in the clear: offer it only over
-    TLS (PLAIN-06).
+    The identities and the password are prepared with SASLprep (PLAIN-05) and
+    checked with :meth:`~trio_pop3.mailbox.Authenticator.check_password`.  A
+    non-empty authzid must be allowed by :meth:`authorize`, which by default accepts
+    only the authcid itself (PLAIN-04); override it for master users.  Sends the
+    password in the clear: offer it only over TLS (PLAIN-06).
     """
 
     name = "PLAIN"
@@ -374,7 +374,8 @@ class CramMD5Mechanism(SASLMechanism):
     """CRAM-MD5 (RFC 2195): the client proves it knows the secret with HMAC-MD5.
 
     Not in :data:`DEFAULT_MECHANISMS`: the server must keep every password in the
-    clear (:meth:`~trio_pop3.mailbox.Authenticator.get_secret`), and MD5 is long obsolete (CRAM-04).
+    clear (:meth:`~trio_pop3.mailbox.Authenticator.get_secret`), and MD5 is long
+    obsolete (CRAM-04).
     There is no initial response (SASL-08, CRAM-03); the challenge is
     ``<random.timestamp@hostname>``.  The digest is compared in constant time and may
     be in upper or lower case.  A user without a secret fails like a wrong digest.
@@ -406,8 +407,9 @@ class CramMD5Mechanism(SASLMechanism):
 class ScramSHA256Mechanism(SASLMechanism):
     """SCRAM-SHA-256 (RFC 5802, RFC 7677) without channel binding.
 
-    The server stores only salted keys (:meth:`~trio_pop3.mailbox.Authenticator.get_scram_credentials`,
-    see ``make_scram_credentials``), never the password, and the client never sends
+    The server stores only salted keys
+    (:meth:`~trio_pop3.mailbox.Authenticator.get_scram_credentials`, see
+    :func:`~trio_pop3.make_scram_credentials`), never the password, and the client never sends
     it.  Four steps in POP3 (SCRAM-10, SASL-12)::
 
         C: AUTH SCRAM-SHA-256 base64(n,,n=user,r=cnonce)

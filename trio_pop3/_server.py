@@ -151,6 +151,11 @@ class POP3Server:
         Error handling: an exception from a handler is contained to its connection
         unless ``catch_errors`` is False.
         """
+        plain, secure = await self._open_listeners()
+        await self._serve_on(plain, secure, task_status=task_status)
+
+    async def _open_listeners(self) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
+        """Bind ``port`` (and ``pop3s_port``); return the plain and implicit-TLS listeners."""
         plain = await trio.open_tcp_listeners(self.port, host=self.host)
         secure: list[trio.SocketListener] = []
         if self.pop3s_port is not None:
@@ -160,6 +165,21 @@ class POP3Server:
                 for listener in plain:
                     await trio.aclose_forcefully(listener)
                 raise
+        return plain, secure
+
+    async def _serve_on(
+        self,
+        plain: Sequence[trio.SocketListener],
+        secure: Sequence[trio.SocketListener] = (),
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Like :meth:`serve`, on listeners bound elsewhere (e.g. by a parent process).
+
+        ``secure`` listeners speak implicit TLS.  :meth:`shutdown` works as with
+        :meth:`serve`.
+        """
+        plain, secure = list(plain), list(secure)
         async with trio.open_nursery() as sessions:
             self._session_scope = sessions.cancel_scope
             async with trio.open_nursery() as accept:
@@ -244,9 +264,20 @@ class POP3Server:
                     logger.info("%s %s", label, exc)
                     await trio.aclose_forcefully(stream)
                     return
-            logger.info("%s connected%s", label, " (TLS)" if session.tls else "")
-            await run_session(self.handler_factory(), session)
-            logger.info("%s disconnected", label)
+            logger.debug("%s connected%s", label, " (TLS)" if session.tls else "")
+            started = trio.current_time()
+            try:
+                await run_session(self.handler_factory(), session)
+            finally:
+                # One INFO line per session, at its end (plus login and failures).
+                logger.info(
+                    "%s disconnected: user=%s duration=%.3fs commands=%d sent=%d",
+                    label,
+                    session.user or "-",
+                    trio.current_time() - started,
+                    session.commands,
+                    session.sent,
+                )
         finally:
             self._sessions.discard(session)
             self.addresses.disconnect(address)

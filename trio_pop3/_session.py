@@ -9,8 +9,9 @@ command, or when it grows past :data:`FLUSH_THRESHOLD`: a burst of pipelined
 commands is answered in a few large writes, and a single reply leaves in one write,
 never split into pieces that meet Nagle's algorithm and delayed ACKs.
 
-Every read is wrapped in ``trio.move_on_after(idle timeout)``; every write in
-``trio.fail_after(send timeout)``.  Whatever ends the session (QUIT, EOF, a broken
+Every read runs in a cancel scope with the idle timeout as its deadline (the
+session ends quietly when it fires); every write in one with the send timeout (the
+client is dropped).  Whatever ends the session (QUIT, EOF, a broken
 socket, a timeout, an exception, cancellation of the server), the ``finally`` block
 moves the handler to DISCONNECT and runs its ``disconnect()`` hook exactly once,
 shielded from cancellation under a deadline, then closes the stream.
@@ -19,6 +20,7 @@ shielded from cancellation under a deadline, then closes the stream.
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -109,6 +111,10 @@ class Session:
         self.idle = False
         self.bad_commands = 0
         self.auth_failures = 0
+        # For the session's log line: who logged in, commands run, octets sent.
+        self.user: str | None = None
+        self.commands = 0
+        self.sent = 0
         self._read_scope: trio.CancelScope | None = None
         self.inbuf = LineBuffer(
             limit=config.limits.max_auth_line, max_discard=config.limits.max_discard
@@ -158,16 +164,18 @@ class Session:
         if self.broken:
             raise _ClientGone("connection already broken")
         self.broken = True  # until send_all completes: a cancelled send_all is final
+        timeout = self.config.send_timeout
+        # A bare CancelScope, not fail_after(): one send per reply, and the
+        # context-manager wrapper cost more than the scope itself.
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
         try:
-            if self.config.send_timeout is None:
+            with trio.CancelScope(deadline=deadline) as scope:
                 await self.stream.send_all(data)
-            else:
-                with trio.fail_after(self.config.send_timeout):
-                    await self.stream.send_all(data)
-        except trio.TooSlowError:
-            raise _ClientGone("send timed out") from None
+                self.sent += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone(str(exc) or type(exc).__name__) from None
+        if scope.cancelled_caught:
+            raise _ClientGone("send timed out")
         self.broken = False
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
@@ -219,9 +227,8 @@ class Session:
                 return line
             await self.flush()
             data: bytes | bytearray = b""
-            with trio.move_on_after(
-                timeout if timeout is not None else float("inf")
-            ) as self._read_scope:
+            deadline = math.inf if timeout is None else trio.current_time() + timeout
+            with trio.CancelScope(deadline=deadline) as self._read_scope:
                 # Stays True if cancelled here, so run_session can tell the client.
                 self.idle = True
                 try:
@@ -320,12 +327,14 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
         if command.name != "AUTH" and len(line) + 2 > limits.max_command_line:
             await _bad_command(handler, session, "Command line too long.")
             continue
+        session.commands += 1
         await _dispatch(handler, session, command.name, command.arg)
         handler.previous_command = command.name
     await session.flush()
 
 
 async def _bad_command(handler: POP3Handler, session: Session, text: str) -> None:
+    handler.previous_command = None  # a bad line comes between USER and PASS too
     await handler.send_err(text)
     _count_bad(session)
 

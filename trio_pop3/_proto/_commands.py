@@ -27,6 +27,16 @@ MAX_COMMAND_NAME = 40
 #: RFC 2449 section 4: the first line of a response is at most 512 octets with CRLF.
 MAX_REPLY_LINE = 512
 
+#: Command lines remembered by :func:`parse_command`, so a repeated line (STAT, NOOP,
+#: "LIST 1", "USER bob") is not parsed again.  A few hundred cover the commands
+#: clients repeat; the cache is emptied when full, which bounds its memory.
+_RECENT_LIMIT = 256
+#: Longer lines are not remembered: repeats are short commands, and long lines
+#: should not pin memory.
+_RECENT_LINE_MAX = 64
+#: Commands whose arguments are secrets: never remembered.
+_SECRET_COMMANDS = frozenset({"PASS", "APOP", "AUTH"})
+
 _SPLIT = re.compile(r"([^ \t]+)(?:[ \t]+(.*))?", re.DOTALL)
 # Controls other than TAB, and DEL, are not allowed anywhere in a command line.
 _CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -60,16 +70,39 @@ def parse_command(line: bytes) -> Command:
         CommandSyntaxError: empty line, invalid UTF-8, control characters, or an
             impossible keyword.
     """
+    command = _recent.get(line)
+    if command is not None:
+        return command
+    command = _parse(line)
+    if len(line) <= _RECENT_LINE_MAX and command.name not in _SECRET_COMMANDS:
+        if len(_recent) >= _RECENT_LIMIT:
+            _recent.clear()
+        _recent[line] = command
+    return command
+
+
+#: Recently parsed lines (see :data:`_RECENT_LIMIT`).  Sharing is safe: Command is
+#: immutable.
+_recent: dict[bytes, Command] = {}
+
+
+def _parse(line: bytes) -> Command:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandSyntaxError("Command is not valid UTF-8.") from None
-    if _CONTROLS.search(text):
+    if not text.isprintable() and _CONTROLS.search(text):
         raise CommandSyntaxError("Command contains control characters.")
-    m = _SPLIT.match(text.lstrip(" \t"))
-    if m is None:
-        raise CommandSyntaxError("Empty command.")
-    name, arg = m.group(1), m.group(2)
+    if "\t" in text or text.startswith(" "):
+        m = _SPLIT.match(text.lstrip(" \t"))
+        if m is None:
+            raise CommandSyntaxError("Empty command.")
+        name, arg = m.group(1), m.group(2)
+    else:  # the usual "NAME" or "NAME ARG": the same split, without the regex
+        name, _, arg = text.partition(" ")
+        if not name:
+            raise CommandSyntaxError("Empty command.")
+        arg = arg.lstrip(" ")
     if len(name) > MAX_COMMAND_NAME or not name.isascii() or not name.isprintable():
         raise CommandSyntaxError("Unknown command.")
     return Command(name.upper(), arg if arg else None)
@@ -80,6 +113,10 @@ def _clean(text: str) -> str:
     # response code (RFC 2449 section 3, RESP-06).
     text = _CONTROLS.sub(" ", text.replace("\t", " "))
     return text
+
+
+#: Longest reply text that needs no cutting: the line limit less "-ERR " and CRLF.
+_SHORT_TEXT = MAX_REPLY_LINE - len("-ERR \r\n")
 
 
 def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
@@ -97,6 +134,17 @@ def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
     Raises:
         ValueError: ``code`` does not match RFC 2449's response code syntax.
     """
+    if (
+        code is None
+        and text.isascii()
+        and text.isprintable()
+        and len(text) <= _SHORT_TEXT
+        and not text.startswith("[")
+    ):
+        # The usual reply: nothing to clean, escape or cut.
+        if not text:
+            return b"+OK\r\n" if ok else b"-ERR\r\n"
+        return (b"+OK " if ok else b"-ERR ") + text.encode("ascii") + b"\r\n"
     head = "+OK" if ok else "-ERR"
     if code is not None:
         code = str(code)

@@ -31,6 +31,11 @@ class State(enum.Enum):
     UPDATE = "UPDATE"
     DISCONNECT = "DISCONNECT"
 
+    # Members are singletons compared by identity, so the identity hash is valid; it
+    # is a C slot, while Enum's own hashes the name in Python, and every command
+    # looks its state up in a frozenset.
+    __hash__ = object.__hash__
+
     @classmethod
     def parse(cls, value: State | str) -> State:
         """Return the state named by ``value``.

@@ -32,6 +32,15 @@ _CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
 
 
+def _to_crlf(chunk: bytes) -> bytes:
+    """Return ``chunk`` (which holds an LF) with every bare LF turned into CRLF."""
+    if b"\r" not in chunk:  # LF-stored, as MDAs write Maildir: one pass
+        return chunk.replace(b"\n", _CRLF)
+    if chunk.count(b"\n") == chunk.count(_CRLF):  # CRLF-stored: nothing to change
+        return chunk
+    return chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+
+
 class _Normaliser:
     """Turn chunks of a stored message into chunks with CRLF line ends."""
 
@@ -43,7 +52,8 @@ class _Normaliser:
         self.at_line_start = True
         self.empty = True
 
-    def feed(self, chunk: bytes) -> bytes:
+    def _take(self, chunk: bytes) -> bytes:
+        """Join a CR held back from the last chunk, hold back a final CR; track state."""
         if self._cr_pending:
             chunk = b"\r" + chunk
             self._cr_pending = False
@@ -51,15 +61,24 @@ class _Normaliser:
             # It may be the first half of a CRLF split across chunks.
             chunk = chunk[:-1]
             self._cr_pending = True
-        if not chunk:
-            return b""
-        if b"\n" in chunk:
-            chunk = chunk.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
+        if chunk:
+            self.empty = False
             self.at_line_start = chunk.endswith(b"\n")
-        else:
-            self.at_line_start = False
-        self.empty = False
         return chunk
+
+    def feed(self, chunk: bytes) -> bytes:
+        chunk = self._take(chunk)
+        return _to_crlf(chunk) if b"\n" in chunk else chunk
+
+    def feed_size(self, chunk: bytes) -> int:
+        """Return ``len(self.feed(chunk))`` without building the normalised copy."""
+        chunk = self._take(chunk)
+        # Each bare LF gains a CR.  No CR is left at the end of chunk (see _take),
+        # so every CRLF of the message is counted whole, in one chunk.
+        bare_lf = chunk.count(b"\n")
+        if bare_lf and b"\r" in chunk:
+            bare_lf -= chunk.count(_CRLF)
+        return len(chunk) + bare_lf
 
     def finish(self) -> bytes:
         """Return what must follow the last chunk to end the message in CRLF."""
@@ -94,7 +113,7 @@ class WireSizeCounter:
 
     def feed(self, chunk: bytes) -> None:
         """Count one more chunk of the stored message."""
-        self.size += len(self._norm.feed(chunk))
+        self.size += self._norm.feed_size(chunk)
 
     def finish(self) -> int:
         """Return the total size in octets, including an added final CRLF."""
@@ -124,8 +143,11 @@ class MessageWriter:
 
     Args:
         body_lines: ``None`` for the whole message (RETR); for TOP, the number of body
-            lines to send after the header and the blank line that ends it.  When
-            :attr:`done` becomes true the rest of the message is not needed.
+            lines to send after the header and the blank line that ends it.
+
+    Attributes:
+        done: True once a TOP response is complete: the rest of the message is not
+            needed.
     """
 
     __slots__ = ("_body_left", "_in_body", "_norm", "_stuff_next", "done")
@@ -150,7 +172,8 @@ class MessageWriter:
             data = self._limit(data)
             if not data:
                 return data
-        if b"\n." in data:
+        # b"." is a one-byte search (memchr): base64 and most text have no dot at all.
+        if b"." in data and b"\n." in data:
             data = data.replace(b"\n.", b"\n..")
         if self._stuff_next and data[0] == 0x2E:  # "."
             data = b"." + data
@@ -187,11 +210,11 @@ class MessageWriter:
         """Return the end of the response: a final CRLF if needed, then ``.CRLF``."""
         if self.done:
             return TERMINATOR if self._stuff_next else _CRLF + TERMINATOR
-        tail = self._norm.finish()
-        if tail and self._stuff_next and tail[0] == 0x2E:  # pragma: no cover - tail is CR/CRLF
-            tail = b"." + tail
-        if tail:
-            self._stuff_next = True
+        tail = self._norm.finish()  # CR or CRLF: never starts with "."
+        if tail and self._body_left is not None:
+            tail = self._limit(tail)  # TOP: the tail may be a body line not wanted
+        if not tail:
+            return TERMINATOR if self._stuff_next else _CRLF + TERMINATOR
         return tail + TERMINATOR
 
 

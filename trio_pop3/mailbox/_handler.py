@@ -271,7 +271,7 @@ class MailboxHandler(POP3Handler):
         self.mailbox = mailbox
         self.maildrop = Maildrop(messages)
         self.state = State.TRANSACTION
-        self.note_login_success()
+        self.note_login_success(user)
         if self.login_delay is not None:
             self.login_delay.record(user)
         peer = self.peer

@@ -19,6 +19,7 @@ Guarantees
   ``flock(LOCK_EX | LOCK_NB)`` on the lock file through a fresh ``open()``, so it
   excludes other sessions of the same process as well as other processes.  The kernel
   drops the lock when the process dies, so a crashed server never leaves a stale lock.
+  ``MaildirStore(lock=False)`` leaves it out (see there for the trade-off).
   The lock is advisory: it excludes other trio_pop3 sessions, not MDAs or IMAP servers,
   and every operation below copes with their concurrent changes.
 * **Snapshot** (RFC 1939 section 4).  :meth:`MaildirMailbox.list_messages` lists
@@ -445,6 +446,13 @@ class MaildirStore(MailStore):
         lock_wait: Seconds to keep trying when another session holds the lock
             before giving up with :class:`~trio_pop3.MailboxInUse` (Dovecot waits
             10 s); 0 gives up at once.
+        lock: Take the exclusive maildrop lock for each session (RFC 1939 section
+            4 asks for it).  With False, sessions of the same user run side by side,
+            as with Dovecot's default ``pop3_lock_session = no``: the trade-off is
+            that two sessions may both RETR and DELE the same message; the second
+            QUIT finds it already removed, which counts as removed, so no message
+            is lost or duplicated, but both clients may download it.  Use it only
+            when clients really log in concurrently (several devices, load tests).
 
     Example::
 
@@ -466,6 +474,7 @@ class MaildirStore(MailStore):
         fsync: bool = True,
         size_cache_limit: int = SIZE_CACHE_LIMIT,
         lock_wait: float = 0.0,
+        lock: bool = True,
     ) -> None:
         self._root = os.path.abspath(os.fspath(root))
         self._create = create
@@ -473,6 +482,7 @@ class MaildirStore(MailStore):
         self._fsync = fsync
         self._size_cache_limit = size_cache_limit
         self._lock_wait = lock_wait
+        self._locking = lock
         # Maildir path -> what the last listing learnt; least recently used first.
         self._known: collections.OrderedDict[str, _Known] = collections.OrderedDict()
         self._known_sizes = 0
@@ -506,6 +516,8 @@ class MaildirStore(MailStore):
         if path is None or not _plain_maildir(path):
             path = await self._check_maildir(user)
             checked_now = True
+        if not self._locking:
+            return MaildirMailbox(self, path, None)
         deadline = trio.current_time() + self._lock_wait
         while True:
             # Opening the lock file and a non-blocking flock are quick: no thread.
@@ -575,7 +587,13 @@ class MaildirStore(MailStore):
                         os.mkdir(sub_path, _DIR_MODE)
                     except FileExistsError:
                         pass
-                self._checked_dir(sub_path, real_root, user)
+                real_sub = self._checked_dir(sub_path, real_root, user)
+                if real_sub != os.path.join(maildir, subdir):
+                    # cur/, new/ and tmp/ must be the Maildir's own: a symlink to another
+                    # user's cur/ would serve (and delete) that user's mail under this
+                    # user's lock.
+                    logger.error("Maildir of %r: %s is a symlink", user, sub_path)
+                    raise MailboxError("Mailbox is not accessible.", ResponseCode.SYS_PERM)
             plain = maildir == os.path.join(real_root, user) and _plain_maildir(maildir)
             return maildir, plain
         except MailboxError:
@@ -659,13 +677,15 @@ class MaildirMailbox(Mailbox):
     """One session's locked view of a Maildir; made by :meth:`MaildirStore.open`.
 
     Resource handling:
-        Holds the maildrop lock (an open file descriptor) until :meth:`close`.
+        Holds the maildrop lock (an open file descriptor) until :meth:`close`,
+        unless the store was made with ``lock=False`` (``lock_fd`` None).
     """
 
-    def __init__(self, store: MaildirStore, path: str, lock_fd: int) -> None:
+    def __init__(self, store: MaildirStore, path: str, lock_fd: int | None) -> None:
         self._store = store
         self._path = path
         self._lock_fd = lock_fd
+        self._closed = False
         self._messages: tuple[MessageInfo, ...] | None = None
         self._by_uid: dict[str, object] = {}
         # Messages found moved or renamed since the listing: base name -> location.
@@ -679,10 +699,10 @@ class MaildirMailbox(Mailbox):
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called (the lock is released)."""
-        return self._lock_fd < 0
+        return self._closed
 
     def _check_open(self) -> None:
-        if self._lock_fd < 0:
+        if self._closed:
             raise MailboxError("Mailbox is closed.")
 
     def _location(self, message: MessageInfo) -> _Location:
@@ -708,12 +728,12 @@ class MaildirMailbox(Mailbox):
         return self._messages
 
     async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        """Yield the stored bytes of ``message`` in chunks of :data:`READ_CHUNK_SIZE`.
+        """Yield the stored bytes of ``message`` in chunks of 256 KiB.
 
         The file is found even if another program moved it to ``cur/`` or changed
-        its flags since the listing.  A message of at most :data:`INLINE_READ_LIMIT`
-        octets is read in the event loop with one ``os.read``; larger ones chunk by
-        chunk in a worker thread, never whole in memory.
+        its flags since the listing.  A message of at most 64 KiB is read in the
+        event loop with one ``os.read``; larger ones chunk by chunk in a worker
+        thread, never whole in memory.
 
         Raises:
             MailboxError: the message vanished, is not a regular file (a symlink is
@@ -863,8 +883,9 @@ class MaildirMailbox(Mailbox):
 
     async def close(self) -> None:
         """Release the maildrop lock.  Calling it again does nothing."""
-        fd, self._lock_fd = self._lock_fd, -1
-        if fd < 0:
+        self._closed = True
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)

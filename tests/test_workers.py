@@ -1,0 +1,154 @@
+"""``trio-pop3 serve --workers N``: a supervisor and N worker processes on one port.
+
+Real processes throughout (``python -m trio_pop3``); the helpers come from
+``tests/interop/conftest.py``.  Which worker served a connection is read from the
+server log: each line carries the worker's pid, and the session's closing line the
+client's address and port.
+"""
+
+from __future__ import annotations
+
+import os
+import poplib
+import re
+import signal
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from interop.conftest import (
+    MailSetup,
+    ServerFactory,
+    ServerProcess,
+    make_mail_setup,
+    pop3_login,
+    wait_for,
+)
+
+#: Workers started in these tests: the smallest number that has "another worker".
+WORKERS = 2
+
+#: Connections tried before giving up on reaching both workers; each lands on a
+#: worker at random, so 40 leave a chance of about 2**-39 of a false failure.
+MAX_PROBES = 40
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> MailSetup:
+    return make_mail_setup(tmp_path / "config")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    factory = ServerFactory(tmp_path / "server-logs")
+    try:
+        yield factory
+    finally:
+        results = factory.stop_all()
+    for proc, status in results:
+        assert status == 0, f"exit status {status}:\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def children(pid: int) -> set[int]:
+    """The pids of the running child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def all_listening(server: ServerProcess) -> bool:
+    """Whether the supervisor and every worker logged that they listen."""
+    return server.stderr.count("INFO listening on") == WORKERS + 1
+
+
+def logged_end(server: ServerProcess, port: int) -> bool:
+    """Whether the server logged the end of the session from ``port``."""
+    return worker_of(server.stderr, port) is not None
+
+
+def worker_of(log: str, port: int) -> int | None:
+    """The pid of the worker whose log says the session from ``port`` ended."""
+    match = re.search(rf"trio-pop3\[(\d+)\]: INFO 127\.0\.0\.1:{port} disconnected", log)
+    return int(match.group(1)) if match else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_maildrop_lock_is_exclusive_across_workers(
+    config: MailSetup, server_factory: ServerFactory
+) -> None:
+    server = server_factory(config, "--workers", str(WORKERS))
+    wait_for(lambda: all_listening(server), what="workers to start")
+    account = config.new_account([b"Subject: one\n\nbody\n"])
+    holder = pop3_login(server, account)
+    served_by: set[int] = set()
+    try:
+        for _ in range(MAX_PROBES):
+            probe = server.connect()
+            port: int = probe.sock.getsockname()[1]
+            probe.user(account.user)
+            with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+                probe.pass_(account.password)
+            probe.quit()
+            wait_for(partial(logged_end, server, port), what="session log")
+            pid = worker_of(server.stderr, port)
+            assert pid is not None
+            served_by.add(pid)
+            if len(served_by) == WORKERS:
+                break
+        # Both workers refused the second login: one of them is not the holder's.
+        assert len(served_by) == WORKERS, served_by
+        assert holder.stat()[0] == 1
+    finally:
+        holder.quit()
+    # Released: the next login succeeds, whichever worker serves it.
+    client = pop3_login(server, account)
+    client.quit()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigterm_stops_every_worker(config: MailSetup, server_factory: ServerFactory) -> None:
+    server = server_factory(config, "--workers", str(WORKERS))
+    wait_for(lambda: all_listening(server), what="workers to start")
+    workers = children(server.process.pid)
+    account = config.new_account([b"Subject: one\n\nbody\n"])
+    idle = pop3_login(server, account)
+    assert server.stop(signal.SIGTERM) == 0
+    # Graceful: the idle session was told why before it was closed.
+    assert b"[SYS/TEMP]" in idle.file.readline()
+    idle.close()
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert server.stderr.count("received SIGTERM, shutting down") == WORKERS
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_killed_worker_is_restarted(config: MailSetup, server_factory: ServerFactory) -> None:
+    server = server_factory(config, "--workers", str(WORKERS))
+    wait_for(lambda: len(children(server.process.pid)) == WORKERS, what="workers to start")
+    victim = min(children(server.process.pid))
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = children(server.process.pid)
+        return len(now) == WORKERS and victim not in now
+
+    wait_for(replaced, timeout=20, what="the killed worker to be replaced")
+    assert "exited unexpectedly" in server.stderr
+    account = config.new_account([b"Subject: one\n\nbody\n"])
+    for _ in range(WORKERS * 2):
+        client = pop3_login(server, account)
+        assert client.stat()[0] == 1
+        client.quit()
