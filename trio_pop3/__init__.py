@@ -15,6 +15,7 @@ from ._config import (
 )
 from ._errors import (
     AuthenticationFailed as AuthenticationFailed,
+    ClientDisconnected as ClientDisconnected,
     MailboxError as MailboxError,
     MailboxInUse as MailboxInUse,
     POP3Error as POP3Error,
@@ -51,6 +52,7 @@ __all__ = [
     "DEFAULT_TLS_HANDSHAKE_TIMEOUT",
     "STANDARD_COMMANDS",
     "AuthenticationFailed",
+    "ClientDisconnected",
     "CramMD5Mechanism",
     "Limits",
     "LoginMechanism",

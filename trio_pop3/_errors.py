@@ -6,6 +6,7 @@ import enum
 
 __all__ = [
     "AuthenticationFailed",
+    "ClientDisconnected",
     "MailboxError",
     "MailboxInUse",
     "POP3Error",
@@ -77,3 +78,14 @@ class MailboxInUse(MailboxError):
 
     def __init__(self, text: str = "Mailbox is locked by another POP3 session.") -> None:
         super().__init__(text, ResponseCode.IN_USE)
+
+
+class ClientDisconnected(Exception):
+    """The client is gone: it closed or broke the connection, stopped reading (the
+    send timeout passed), idled out, or the server is shutting down.
+
+    Raised by :meth:`POP3Handler.send_ok` and the other ``send_*`` methods and by
+    :meth:`POP3Handler.read_line`.  Let it propagate: the session then ends without
+    UPDATE and :meth:`POP3Handler.disconnect` runs.  Catching it (for instance with a
+    broad ``except Exception``) and carrying on only delays that.
+    """

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
-from ._errors import POP3Error, ResponseCode
+from ._errors import ClientDisconnected, POP3Error, ResponseCode
 from ._proto._commands import format_reply
 from ._proto._receivebuffer import LineTooLong
 from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
@@ -50,6 +50,25 @@ def _method_name(command: str) -> str:
 def _is_async(function: object) -> bool:
     # inspect.iscoroutinefunction costs more than a whole NOOP; ask once per function.
     return inspect.iscoroutinefunction(function)
+
+
+#: Characters of a user name that go into a log line.
+LOG_NAME_LENGTH = 64
+
+
+def log_name(user: str) -> str:
+    """Return ``user`` fit for a log line: at most 64 characters, no white space.
+
+    A client chooses its user name; "x rip=10.0.0.1" must not add a field that a
+    fail2ban filter would read, so white space and unprintable characters become "?".
+
+    >>> log_name("x rip=10.0.0.1")
+    'x?rip=10.0.0.1'
+    """
+    name = user[:LOG_NAME_LENGTH]
+    if name.isprintable() and " " not in name:
+        return name
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in name)
 
 
 class POP3Handler:
@@ -278,12 +297,13 @@ class POP3Handler:
 
         Raises:
             POP3Error: the line was longer than ``limit`` (default: the AUTH limit).
-            trio.TooSlowError: the idle timeout passed.
+            ClientDisconnected: the client went away, or the idle timeout passed (the
+                session then ends without a reply, as RFC 1939 section 3 asks).
         """
         session = self._s
         line = await session.read_line(self._state, limit)
         if line is None:
-            raise trio.TooSlowError("client idle")
+            raise ClientDisconnected("idle timeout")
         if isinstance(line, LineTooLong):
             raise POP3Error("Line too long.")
         session.log_received(b"*** " if line not in (b"*", b"") else line)
@@ -322,7 +342,7 @@ class POP3Handler:
         """
         session = self._s
         if user is not None:
-            session.user = user[:64]
+            session.user = log_name(user)
         if session.server is not None and session.peer is not None:
             session.server.addresses.record_success(session.peer[0])
 

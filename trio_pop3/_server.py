@@ -19,10 +19,10 @@ from ._config import (
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     Limits,
 )
-from ._errors import ResponseCode
+from ._errors import ClientDisconnected, ResponseCode
 from ._handler import POP3Handler
 from ._proto._commands import format_reply
-from ._session import Session, SessionConfig, _ClientGone, run_session
+from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
 
 __all__ = ["DEFAULT_GREETING", "POP3Server"]
@@ -169,10 +169,10 @@ class POP3Server:
 
     async def _serve_on(
         self,
-        plain: Sequence[trio.SocketListener],
-        secure: Sequence[trio.SocketListener] = (),
+        plain: Sequence[trio.abc.Listener[Any]],
+        secure: Sequence[trio.abc.Listener[Any]] = (),
         *,
-        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Like :meth:`serve`, on listeners bound elsewhere (e.g. by a parent process).
 
@@ -225,13 +225,18 @@ class POP3Server:
         listeners: Sequence[trio.abc.Listener[Any]],
         *,
         implicit_tls: bool = False,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve connections from ready-made listeners (e.g. memory listeners in tests)."""
-        handler = partial(self.handle_stream, implicit_tls=implicit_tls)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(trio.serve_listeners, handler, list(listeners)))
-            task_status.started()
+        """Serve connections from ready-made listeners (e.g. memory listeners in tests).
+
+        Behaves like :meth:`serve` (``task_status.started()`` reports the listeners;
+        :meth:`shutdown` and cancellation work the same), without binding anything.
+        With ``implicit_tls`` every connection starts with a TLS handshake.
+        """
+        if implicit_tls:
+            await self._serve_on((), listeners, task_status=task_status)
+        else:
+            await self._serve_on(listeners, (), task_status=task_status)
 
     async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
         """Serve one client on ``stream`` until the session ends; closes the stream."""
@@ -260,7 +265,7 @@ class POP3Server:
                 assert self.config.ssl_context is not None
                 try:
                     await session.start_tls(self.config.ssl_context)
-                except _ClientGone as exc:
+                except ClientDisconnected as exc:
                     logger.info("%s %s", label, exc)
                     await trio.aclose_forcefully(stream)
                     return

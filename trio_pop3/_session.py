@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ._config import Limits
-from ._errors import POP3Error, ResponseCode
+from ._errors import ClientDisconnected, POP3Error, ResponseCode
 from ._proto._commands import CommandSyntaxError, format_reply, parse_command
 from ._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
 from ._proto._state import State
@@ -61,11 +61,10 @@ FLUSH_THRESHOLD = 256 * 1024
 _SECRET_COMMANDS = frozenset({"PASS", "AUTH", "APOP"})
 
 
-class _ClientGone(Exception):
-    """The peer closed, broke the connection, or stopped reading."""
+_ClientGone = ClientDisconnected  # the name used throughout this module
 
 
-class _ShuttingDown(_ClientGone):
+class _ShuttingDown(ClientDisconnected):
     """The server is shutting down gracefully; the session ends before its next command."""
 
 

@@ -13,8 +13,14 @@ from typing import Literal, NoReturn
 
 import trio
 
-from .._errors import AuthenticationFailed, MailboxError, POP3Error, ResponseCode
-from .._handler import POP3Handler
+from .._errors import (
+    AuthenticationFailed,
+    ClientDisconnected,
+    MailboxError,
+    POP3Error,
+    ResponseCode,
+)
+from .._handler import POP3Handler, log_name
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import saslprep
 from .._proto._state import State
@@ -27,7 +33,6 @@ from .._sasl import (
     decode_client_response,
     format_challenge,
 )
-from .._session import _ClientGone
 from ._base import Authenticator, Mailbox, MailStore, MessageInfo, ScramCredentials
 
 __all__ = ["LoginDelay", "MailboxHandler"]
@@ -247,7 +252,7 @@ class MailboxHandler(POP3Handler):
         """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``."""
         peer = self.peer
         logger.warning(
-            "authentication failure: user=%s rip=%s", user[:64], peer[0] if peer else "-"
+            "authentication failure: user=%s rip=%s", log_name(user), peer[0] if peer else "-"
         )
         await self.delay_failed_login()
         raise AuthenticationFailed()
@@ -275,7 +280,7 @@ class MailboxHandler(POP3Handler):
         if self.login_delay is not None:
             self.login_delay.record(user)
         peer = self.peer
-        logger.info("login: user=%s rip=%s", user[:64], peer[0] if peer else "-")
+        logger.info("login: user=%s rip=%s", log_name(user), peer[0] if peer else "-")
         count, size = self.maildrop.stat()
         await self.send_ok(f"Logged in, {count} messages ({size} octets).")
 
@@ -357,7 +362,7 @@ class MailboxHandler(POP3Handler):
             await self.send_message(text, _prepend(first, chunks), body_lines=lines)
         except MailboxError as exc:
             logger.error("%s message read failed mid-response: %s", self._s.label, exc.text)
-            raise _ClientGone("message read failed") from exc
+            raise ClientDisconnected("message read failed") from exc
 
     async def pop3_DELE(self, arg: str | None) -> None:
         """DELE msg (RFC 1939 §5): mark the message deleted; removed only at UPDATE."""
@@ -386,7 +391,10 @@ class MailboxHandler(POP3Handler):
             if doomed:
                 await mailbox.remove(doomed)
                 logger.info(
-                    "%s user=%s removed %d messages", self._s.label, self.user, len(doomed)
+                    "%s user=%s removed %d messages",
+                    self._s.label,
+                    log_name(self.user or ""),
+                    len(doomed),
                 )
         finally:
             # Release the lock before the reply, so a client that reconnects as soon

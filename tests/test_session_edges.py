@@ -1,0 +1,97 @@
+"""Edge cases of the session loop: idle mid-SASL, log injection, serve_listeners shutdown."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import pytest
+import trio
+import trio.testing
+from pop3_support import FAST_LIMITS, MAILBOX_USERS, Client, memory_session
+
+import trio_pop3
+from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
+from trio_pop3.testing import MemoryListener
+
+
+def factory(store: MemoryStore) -> functools.partial[MailboxHandler]:
+    return functools.partial(MailboxHandler, store, MemoryAuthenticator(MAILBOX_USERS))
+
+
+@pytest.mark.rfc("1939", "3")
+async def test_idle_in_the_middle_of_sasl_closes_without_reply(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TIME-04: an idle client mid-AUTH is logged out silently, not told "Internal error"."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    async with memory_session(factory(store), timeout=600) as session:
+        assert await session.client.command("AUTH PLAIN") == "+ "
+        start = trio.current_time()
+        assert await session.client.read_to_eof() == b""
+        assert 600 <= trio.current_time() - start < 601
+    assert not any(record.levelno >= logging.ERROR for record in caplog.records)
+    assert not store.is_locked("alice")
+
+
+async def test_failed_login_log_line_cannot_be_forged(caplog: pytest.LogCaptureFixture) -> None:
+    """A user name with spaces cannot add a field to the fail2ban line (SEC-06)."""
+    store = MemoryStore()
+    with caplog.at_level(logging.WARNING, logger="trio_pop3"):
+        async with memory_session(factory(store)) as session:
+            assert (await session.client.command("USER x rip=10.9.9.9")).startswith("+OK")
+            assert (await session.client.command("PASS nope")).startswith("-ERR [AUTH]")
+    lines = [r.getMessage() for r in caplog.records if "authentication failure" in r.getMessage()]
+    assert lines == ["authentication failure: user=x?rip=10.9.9.9 rip=-"]
+
+
+def test_log_name() -> None:
+    assert trio_pop3._handler.log_name("alice") == "alice"
+    assert trio_pop3._handler.log_name("a\tb c") == "a?b?c"
+    assert len(trio_pop3._handler.log_name("x" * 500)) == 64
+
+
+async def test_serve_listeners_honours_shutdown() -> None:
+    """serve_listeners() stops accepting and returns after shutdown(), like serve()."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    server = trio_pop3.POP3Server(factory(store), limits=FAST_LIMITS)
+    listener = MemoryListener()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve_listeners, [listener])
+        client = Client(await listener.connect())
+        assert (await client.reply()).startswith("+OK")
+        await client.login()
+        assert (await client.command("DELE 1")).startswith("+OK")
+        server.shutdown(grace=5)
+        # The idle, logged-in session is told why and closed; nothing is removed.
+        assert await client.reply() == "-ERR [SYS/TEMP] Server shutting down."
+        assert await client.read_to_eof() == b""
+    # serve_listeners returned on its own: the nursery exited without a cancel.
+    assert store.messages("alice") == [b"Subject: x\n\nbody\n"]
+    assert server.active_connections == 0
+
+
+async def test_send_after_disconnect_raises_public_exception() -> None:
+    """send_* raise ClientDisconnected (public) once the client is gone."""
+    seen: list[BaseException] = []
+
+    class Handler(trio_pop3.POP3Handler):
+        extra_commands = {"NOOP": ["AUTH"]}
+
+        async def pop3_NOOP(self, arg: str | None) -> None:
+            try:
+                for _ in range(10_000):
+                    await self.send_raw(b"x" * 1000)
+            except trio_pop3.ClientDisconnected as exc:
+                seen.append(exc)
+                raise
+
+    server = trio_pop3.POP3Server(Handler, limits=FAST_LIMITS)
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, server_stream)
+        client = Client(client_stream)
+        await client.reply()
+        await client.send_line("NOOP")
+        await client.aclose()
+    assert len(seen) == 1
