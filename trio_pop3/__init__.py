@@ -37,6 +37,7 @@ from ._sasl import (
     SASLDecodeError as SASLDecodeError,
     SASLExchange as SASLExchange,
     SASLMechanism as SASLMechanism,
+    SASLProtocolError as SASLProtocolError,
     ScramSHA256Mechanism as ScramSHA256Mechanism,
     make_scram_credentials as make_scram_credentials,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "SASLDecodeError",
     "SASLExchange",
     "SASLMechanism",
+    "SASLProtocolError",
     "ScramSHA256Mechanism",
     "State",
     "WireSizeCounter",

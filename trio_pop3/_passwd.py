@@ -144,7 +144,7 @@ ARGON2_PARALLELISM: Final = 1
 _ARGON2_HASH_LEN: Final = 32
 
 #: Threads that may run slow hashes at once (the default
-#: :func:`default_hash_limiter`).  Sized for a 2-core machine: bcrypt, Argon2 and
+#: ``default_hash_limiter``).  Sized for a 2-core machine: bcrypt, Argon2 and
 #: PBKDF2 release the GIL, so four threads keep both cores busy through a burst of
 #: logins, while the rest queue instead of taking all of trio's 40 default worker
 #: threads (and Argon2's memory) and the event loop stays free to serve mail.
@@ -526,7 +526,7 @@ def verify_password(stored: str, password: str) -> bool:
 
     Comparisons run in constant time.  Malformed data (bad base64, a truncated
     digest, a damaged bcrypt or Argon2 string, a SCRAM verifier with fewer than
-    :data:`SCRAM_MIN_ITERATIONS`) never matches, and neither does an empty value,
+    ``SCRAM_MIN_ITERATIONS``) never matches, and neither does an empty value,
     which marks a disabled account.
 
     >>> verify_password("{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "secret")
@@ -566,11 +566,11 @@ def hash_password(
 
     Args:
         password: The password; it must not be empty.
-        scheme: One of :data:`SUPPORTED_SCHEMES`, with an optional suffix.
+        scheme: One of ``SUPPORTED_SCHEMES``, with an optional suffix.
         rounds: The work factor, like ``doveadm pw -r``: the bcrypt cost (4 to 31,
-            default :data:`BCRYPT_ROUNDS`), the Argon2 passes (default
-            :data:`ARGON2_TIME_COST`) or the SCRAM iterations (at least
-            :data:`SCRAM_MIN_ITERATIONS`).  Other schemes take none.
+            default ``BCRYPT_ROUNDS``), the Argon2 passes (default
+            ``ARGON2_TIME_COST``) or the SCRAM iterations (at least
+            ``SCRAM_MIN_ITERATIONS``).  Other schemes take none.
 
     Raises:
         UnsupportedScheme: see :func:`verify_password`.
@@ -653,7 +653,7 @@ class PasswdEntry:
     """One line of a passwd-file.
 
     Attributes:
-        user: The user name (checked with :func:`~trio_pop3._names.is_safe_username`).
+        user: The user name (checked with ``is_safe_username``).
         password: The stored password, ``{SCHEME}data`` (hidden from ``repr()``).
         uid, gid, gecos, home, shell: The userdb fields, ``""`` when absent.
         extra_fields: The space-separated ``key=value`` items of the last field.
@@ -860,14 +860,14 @@ class PasswdFileAuthenticator(Authenticator):
         if await auth.check_password("alice", password): ...
 
     Slow schemes (BLF-CRYPT, ARGON2*, SCRAM-SHA-256) are verified in a worker thread
-    under ``limiter`` (:func:`default_hash_limiter` unless given), so the event loop
+    under ``limiter`` (``default_hash_limiter`` unless given), so the event loop
     keeps serving other sessions; the fast ones run inline.
 
     An unknown user, or one with an empty password field, has the password checked
     anyway (the result is discarded) against an entry of the file's most common
     scheme, so the answer takes as long as for a real user with the usual scheme and
     cost: timing does not tell which users exist.  An empty file falls back to a
-    random :data:`DEFAULT_SCHEME` hash.
+    random ``DEFAULT_SCHEME`` hash.
 
     Error handling:
         The constructor raises :class:`PasswdFileError` if the file cannot be loaded.
@@ -878,7 +878,7 @@ class PasswdFileAuthenticator(Authenticator):
     Args:
         path: The passwd-file.
         reload: Re-read the file when its size, mtime or inode change, checked at
-            most every :data:`RELOAD_CHECK_INTERVAL` seconds on a lookup.
+            most every ``RELOAD_CHECK_INTERVAL`` seconds on a lookup.
         limiter: Bounds the threads used for slow hashes.
     """
 
@@ -944,7 +944,7 @@ class PasswdFileAuthenticator(Authenticator):
             return None
 
     async def get_scram_credentials(self, user: str) -> ScramCredentials | None:
-        """Return ``user``'s SCRAM-SHA-256 verifier (see :func:`scram_sha256_credentials`).
+        """Return ``user``'s SCRAM-SHA-256 verifier (see ``scram_sha256_credentials``).
 
         For a PLAIN entry the salt is derived from the user name with a per-process
         secret key, so repeated exchanges see the same salt, as for a stored

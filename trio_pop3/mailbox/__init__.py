@@ -6,6 +6,7 @@ does the rest.
 """
 
 from .._passwd import (
+    PasswdEntry as PasswdEntry,
     PasswdFile as PasswdFile,
     PasswdFileAuthenticator as PasswdFileAuthenticator,
     PasswdFileError as PasswdFileError,
@@ -44,6 +45,7 @@ __all__ = [
     "MemoryMailbox",
     "MemoryStore",
     "MessageInfo",
+    "PasswdEntry",
     "PasswdFile",
     "PasswdFileAuthenticator",
     "PasswdFileError",
