@@ -529,3 +529,15 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     for proc, status in results:
         assert status == 0, f"exit status {status}:\n{proc.stderr}"
         assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_auth_failure_delay_option(tmp_path: Path) -> None:
+    """--auth-failure-delay reaches Limits; a negative value is a usage error."""
+    from trio_pop3._cli import UsageError, build_parser
+
+    base = ["serve", "--maildir-root", str(tmp_path), "--users", str(tmp_path / "p")]
+    args = build_parser().parse_args([*base, "--auth-failure-delay", "0.5"])
+    assert args.auth_failure_delay == 0.5
+    assert build_parser().parse_args(base).auth_failure_delay == 2.0
+    with pytest.raises(UsageError, match="must be >= 0"):
+        build_parser().parse_args([*base, "--auth-failure-delay", "-1"])

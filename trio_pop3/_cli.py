@@ -55,6 +55,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -111,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=Limits().max_connections_per_address,
         help="concurrent clients from one address (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--auth-failure-delay",
+        type=_non_negative_float,
+        default=Limits().auth_failure_delay,
+        help="seconds before answering a failed login, doubled per further failure "
+        "of the connection or address, up to 15 (default: %(default)s; 0 disables)",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
@@ -263,6 +280,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(
             max_connections=args.max_connections,
             max_connections_per_address=args.max_connections_per_address,
+            auth_failure_delay=args.auth_failure_delay,
         ),
         ssl_context=context,
         pop3s_port=args.pop3s_port,
