@@ -1,0 +1,190 @@
+"""RFC 2449 LOGIN-DELAY and EXPIRE, RFC 6856 UTF8, connection caps, the skeleton example."""
+
+from __future__ import annotations
+
+import functools
+import poplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from pop3_support import MAILBOX_USERS, Client, memory_session
+
+from trio_pop3 import Limits, POP3Server
+from trio_pop3.mailbox import LoginDelay, MailboxHandler, MemoryAuthenticator, MemoryStore
+
+UTF8_HEADER = "Subject: Grüße aus Köln\n\nbody\n".encode()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def handler_factory(store: MemoryStore, **options: object) -> functools.partial[MailboxHandler]:
+    return functools.partial(
+        MailboxHandler,
+        store,
+        MemoryAuthenticator(MAILBOX_USERS),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+# -- LOGIN-DELAY and EXPIRE (RFC 2449 sections 6.5 and 6.7) --------------------------------
+
+
+@pytest.mark.rfc("2449", "6.5")
+async def test_login_delay_is_announced_and_enforced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CAP-LDELAY: a server announcing LOGIN-DELAY enforces it with [LOGIN-DELAY] (CODE-01)."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    factory = handler_factory(store, login_delay=LoginDelay(900))
+    async with memory_session(factory) as session:
+        _, capa = await session.client.multi("CAPA")
+        assert b"LOGIN-DELAY 900" in capa
+        await session.client.login()
+        assert (await session.client.command("QUIT")).startswith("+OK")
+    async with memory_session(factory) as session:
+        await session.client.command("USER alice")
+        reply = await session.client.command("PASS secret")
+        assert reply.startswith("-ERR [LOGIN-DELAY]")
+        assert (await session.client.command("STAT")).startswith("-ERR")  # not logged in
+    assert not store.is_locked("alice")
+    await trio.sleep(900)
+    async with memory_session(factory) as session:
+        await session.client.login()  # the delay has passed
+
+
+@pytest.mark.rfc("2449", "6.7")
+@pytest.mark.parametrize(("expire", "line"), [(0, b"EXPIRE 0"), ("NEVER", b"EXPIRE NEVER")])
+async def test_expire_is_announced(expire: int | str, line: bytes) -> None:
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    async with memory_session(handler_factory(store, expire=expire)) as session:
+        _, capa = await session.client.multi("CAPA")
+        assert line in capa
+        await session.client.login()
+        _, capa = await session.client.multi("CAPA")  # CAPA-03: both states
+        assert line in capa
+
+
+def test_expire_must_be_days_or_never() -> None:
+    with pytest.raises(ValueError, match="expire"):
+        MailboxHandler(MemoryStore(), MemoryAuthenticator({}), expire=-1)
+
+
+# -- UTF8 (RFC 6856) ------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("6856", "2.1")
+async def test_utf8_header_needs_utf8_mode() -> None:
+    """UTF8-02 / CODE-08: without UTF8, RETR and TOP of such a message get -ERR [UTF8]."""
+    store = MemoryStore({"alice": [UTF8_HEADER, b"Subject: ascii\n\nbody\n"]})
+    async with memory_session(handler_factory(store)) as session:
+        client = session.client
+        _, capa = await client.multi("CAPA")
+        assert b"UTF8 USER" in capa
+        await client.login()
+        assert (await client.command("RETR 1")).startswith("-ERR [UTF8]")
+        assert (await client.command("TOP 1 0")).startswith("-ERR [UTF8]")
+        assert (await client.command("LIST 1")).startswith("+OK 1 ")
+        first, _ = await client.multi("RETR 2")  # plain ASCII mail is unaffected
+        assert first.startswith("+OK")
+        # UTF8 is an AUTHORIZATION-state command (UTF8-01).
+        assert (await client.command("UTF8")).startswith("-ERR")
+
+
+@pytest.mark.rfc("6856", "2.1")
+async def test_utf8_mode_serves_messages_as_stored() -> None:
+    store = MemoryStore({"alice": [UTF8_HEADER]})
+    async with memory_session(handler_factory(store)) as session:
+        client = session.client
+        assert (await client.command("UTF8")).startswith("+OK")
+        await client.login()
+        first, lines = await client.multi("RETR 1")
+        assert first.startswith("+OK")
+        assert b"\r\n".join(lines) + b"\r\n" == UTF8_HEADER.replace(b"\n", b"\r\n")
+
+
+async def test_utf8_legacy_send() -> None:
+    """The operator may serve such mail to clients that never send UTF8 (like Dovecot)."""
+    store = MemoryStore({"alice": [UTF8_HEADER]})
+    async with memory_session(handler_factory(store, utf8_legacy="send")) as session:
+        await session.client.login()
+        first, lines = await session.client.multi("RETR 1")
+        assert first.startswith("+OK")
+        assert lines[0] == "Subject: Grüße aus Köln".encode()
+
+
+@pytest.mark.rfc("6856", "2.2")
+async def test_utf8_user_names_are_saslprepped() -> None:
+    """UTF8-04: USER/PASS arguments are prepared with SASLprep (NBSP maps to SPACE)."""
+    store = MemoryStore({"jörg": [b"Subject: x\n\nbody\n"]})
+    factory = functools.partial(MailboxHandler, store, MemoryAuthenticator({"jörg": "pass word"}))
+    async with memory_session(factory) as session:
+        assert (await session.client.command("USER jörg")).startswith("+OK")
+        assert (await session.client.command("PASS pass\u00a0word")).startswith("+OK")
+
+
+# -- connection caps (hardening) --------------------------------------------------------------
+
+
+async def test_connection_cap_per_address(nursery: trio.Nursery) -> None:
+    """Past max_connections_per_address, a client gets -ERR [SYS/TEMP] and a close."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    limits = Limits(auth_failure_delay=0, max_connections_per_address=2)
+    server = POP3Server(handler_factory(store), host="127.0.0.1", port=0, limits=limits)
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    port = listeners[0].socket.getsockname()[1]
+    clients = [Client(await trio.open_tcp_stream("127.0.0.1", port)) for _ in range(2)]
+    for client in clients:
+        assert (await client.reply()).startswith("+OK")
+    third = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    assert (await third.reply()).startswith("-ERR [SYS/TEMP]")
+    assert await third.read_to_eof() == b""
+    # Another loopback address is not affected.
+    other = Client(await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2"))
+    assert (await other.reply()).startswith("+OK")
+    for client in [*clients, third, other]:
+        await client.aclose()
+
+
+# -- examples/skeleton.py -------------------------------------------------------------------
+
+
+def test_skeleton_example_serves_poplib(tmp_path: Path) -> None:
+    """The seed's synopsis runs as documented and serves poplib end to end."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "skeleton.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        assert b"serving on" in process.stdout.readline()  # printed once it is about to listen
+        client = None
+        for _ in range(100):
+            try:
+                client = poplib.POP3("127.0.0.1", port, timeout=10)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)  # bounded poll: the listener is a moment behind the print
+        assert client is not None
+        assert client.getwelcome() == b"+OK POP3 My server ready"
+        client.user("alice")
+        client.pass_("wonderland")
+        count, _ = client.stat()
+        assert count == 7
+        _, lines, octets = client.retr(1)
+        assert lines[-1] == b"."  # a lone "." line survives byte-stuffing
+        assert octets == sum(len(line) + 2 for line in lines)
+        client.quit()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
