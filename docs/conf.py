@@ -6,7 +6,10 @@ Build it with ``nox -s docs``, which runs
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import sys
+import typing
 from typing import Any
 
 from docutils import nodes
@@ -111,6 +114,59 @@ def _resolve_private(
 # module named by ``__module__``; for names re-exported by trio_pop3 that is now
 # trio_pop3/__init__.py, which has none.  Give the analyser of each public module the
 # comments of the private modules it re-exports from, so they are not lost.
+#
+# trio_pop3.testing is one public module whose code is split, for size (STYLE.md
+# section 2.1), into private modules of the package: trio_pop3._testing_client, ...
+# Document those names as if their code were still in trio_pop3.testing: its analyser
+# also gets their annotations and @final marks, and the string annotations of their
+# classes are evaluated where they were written (typing.get_type_hints would look the
+# names up in trio_pop3.testing, which imports none of them).
+def _split_out_of(public: str, module: Any) -> list[str]:
+    """Private modules ``module`` imports from that are outside ``public``'s own
+    namespace and whose public names (``__all__``) it re-exports, all of them."""
+    tree = ast.parse(ModuleAnalyzer.for_module(public).code)
+    package = module.__spec__.parent if module.__spec__ else public
+    imported = {
+        importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.level
+    }
+    found = []
+    for name in sorted(imported):
+        private = sys.modules.get(name)
+        exported = getattr(private, "__all__", None)
+        if (
+            name.startswith("trio_pop3._")
+            and not name.startswith(public + "._")
+            and exported
+            and all(
+                n in module.__all__ and getattr(module, n) is getattr(private, n) for n in exported
+            )
+        ):
+            found.append(name)
+    return found
+
+
+def _merge_split_module(analyzer: ModuleAnalyzer, source: str) -> None:
+    private = ModuleAnalyzer.for_module(source)
+    private.analyze()
+    for key, comment in private.attr_docs.items():
+        analyzer.attr_docs.setdefault(key, comment)
+    for key, annotation in private.annotations.items():
+        analyzer.annotations.setdefault(key, annotation)
+    analyzer.finals.extend(f for f in private.finals if f not in analyzer.finals)
+    offset = len(analyzer.tagorder)
+    for name, order in private.tagorder.items():
+        analyzer.tagorder.setdefault(name, offset + order)
+    namespace = vars(sys.modules[source])
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        own = vars(obj).get("__annotations__") if isinstance(obj, type) else None
+        if own:
+            hints = typing.get_type_hints(obj, namespace)
+            obj.__annotations__ = {key: hints[key] for key in own}
+
+
 def _merge_attribute_docs(app: Sphinx) -> None:
     for public in _PUBLIC_MODULES:
         module = sys.modules.get(public)
@@ -136,6 +192,8 @@ def _merge_attribute_docs(app: Sphinx) -> None:
             offset = len(analyzer.tagorder)
             for name, order in private.tagorder.items():
                 analyzer.tagorder.setdefault(name, offset + order)
+        for source in _split_out_of(public, module):
+            _merge_split_module(analyzer, source)
 
 
 # -- No napoleon "type: description" parsing of attribute docs -----------------------

@@ -95,3 +95,19 @@ async def test_send_after_disconnect_raises_public_exception() -> None:
         await client.send_line("NOOP")
         await client.aclose()
     assert len(seen) == 1
+
+
+@pytest.mark.rfc("1939", "3")
+async def test_trickling_client_is_logged_out(autojump_clock: trio.testing.MockClock) -> None:
+    """TIME-03: only a whole command resets the idle timer, so slowloris ends too."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    async with memory_session(factory(store), timeout=600, login_timeout=600) as session:
+        start = trio.current_time()
+        for _ in range(100):  # one byte every 500 s: each well within the timeout
+            await trio.sleep(500)
+            try:
+                await session.client.send(b"N")
+            except trio.BrokenResourceError:
+                break
+        assert await session.client.read_to_eof() == b""
+        assert 600 <= trio.current_time() - start < 1100

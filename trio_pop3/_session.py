@@ -215,6 +215,7 @@ class Session:
             if state is not State.AUTHORIZATION
             else self.config.login_timeout
         )
+        deadline: float | None = None
         while True:
             if self.draining:
                 raise _ShuttingDown("server shutting down")
@@ -226,7 +227,11 @@ class Session:
                 return line
             await self.flush()
             data: bytes | bytearray = b""
-            deadline = math.inf if timeout is None else trio.current_time() + timeout
+            if deadline is None:
+                # One deadline for the whole line (RFC 1939 section 3: a *command*
+                # resets the timer), so a client trickling a byte at a time cannot
+                # hold the connection open forever.
+                deadline = math.inf if timeout is None else trio.current_time() + timeout
             with trio.CancelScope(deadline=deadline) as self._read_scope:
                 # Stays True if cancelled here, so run_session can tell the client.
                 self.idle = True

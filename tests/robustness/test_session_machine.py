@@ -526,17 +526,22 @@ class SessionMachine(RuleBasedStateMachine):
 
     def garbage(self, junk: bytes) -> None:
         # WIRE-02: control characters / invalid UTF-8 -> -ERR, the session goes on.
-        self._bad(self._command(junk))
+        self._unparsed(self._command(junk))
 
     def empty_line(self, blank: str) -> None:
-        self._bad(self._command(blank))
+        self._unparsed(self._command(blank))
+
+    def _unparsed(self, reply: str) -> None:
+        """A line that is no command at all: -ERR, and it separates USER from PASS."""
+        self._conn().prev = None  # USER-01: PASS must follow USER immediately
+        self._bad(reply)
 
     def long_line(self, length: int) -> None:
         # RFC 2449 §4 (WIRE-04): 255 octets with CRLF are accepted; WIRE-06: longer -> -ERR.
         line = "NOOP " + "x" * (length - 2 - 5)
         reply = self._command(line)
         if length > CAP:
-            return self._bad(reply)
+            return self._unparsed(reply)
         self._parsed("NOOP")
         if self._trans_only():
             return self._bad(reply)

@@ -1,0 +1,584 @@
+"""Dovecot-compatible password schemes: verifying and making stored passwords.
+
+Stored passwords
+----------------
+A stored password is ``{SCHEME}data``, exactly as Dovecot writes it and as
+``doveadm pw -s SCHEME`` prints it.  The scheme name is case-insensitive; a value
+without a ``{...}`` prefix is PLAIN, except that a bare crypt(3)-style hash (``$6$...``,
+``$2y$...``: Dovecot's default CRYPT scheme, not implemented here) is refused, so the
+hash string itself can never log in.  Supported schemes:
+
+* ``PLAIN`` (aliases ``CLEARTEXT``, ``CLEAR``): the password itself.
+* ``SHA256``, ``SHA512``: the digest of the password, base64 (hex is recognised too).
+* ``SSHA256``, ``SSHA512``: ``digest(password + salt) + salt``, base64.
+* ``BLF-CRYPT``: bcrypt, ``$2a$``/``$2b$``/``$2y$``; needs ``pip install trio-pop3[bcrypt]``.
+* ``ARGON2ID``, ``ARGON2I``: a PHC string ``$argon2id$v=19$m=...,t=...,p=...$salt$hash``;
+  needs ``pip install trio-pop3[argon2]``.
+* ``SCRAM-SHA-256``: ``iterations,salt,StoredKey,ServerKey`` (base64 fields), the
+  SCRAM verifier of RFC 5802 section 3 / RFC 7677, which also lets a server offer
+  SASL SCRAM-SHA-256 without knowing the plaintext.
+
+An encoding suffix overrides how ``data`` is written, for any scheme: ``.HEX``,
+``.B64`` or ``.BASE64``, e.g. ``{SHA256.HEX}2bb8...`` or ``{PLAIN.B64}c2VjcmV0``
+(handy for plaintext passwords that contain ``:``).
+
+Passwords are compared as UTF-8 octets; a string holding lone surrogates from
+``errors="surrogateescape"`` decoding stands for the original octets.  As in Dovecot,
+no SASLprep (RFC 4013) normalisation is applied.
+
+:mod:`trio_pop3._passwd` (passwd-files and their authenticator) re-exports the public
+names of this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import importlib
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ._mailbox import ScramCredentials
+from ._proto._sasl import saslprep
+
+__all__ = [
+    "ARGON2_MEMORY_COST",
+    "ARGON2_PARALLELISM",
+    "ARGON2_TIME_COST",
+    "BCRYPT_ROUNDS",
+    "DEFAULT_SCHEME",
+    "SALT_SIZE",
+    "SCRAM_ITERATIONS",
+    "SCRAM_MIN_ITERATIONS",
+    "SUPPORTED_SCHEMES",
+    "UnsupportedScheme",
+    "hash_password",
+    "scram_sha256_credentials",
+    "verify_password",
+]
+
+#: Scheme :func:`hash_password` uses when none is given.  Salted SHA-512 needs no
+#: optional dependency and is what Dovecot users know; choose ``ARGON2ID`` or
+#: ``BLF-CRYPT`` where a stolen file must resist offline guessing for longer.
+DEFAULT_SCHEME: Final = "SSHA512"
+
+#: Bytes of random salt for SSHA256/SSHA512, SCRAM-SHA-256 and Argon2.  128 bits, the
+#: floor NIST SP 800-132 section 5.1 sets; Dovecot's verifiers take any salt length
+#: (``doveadm pw`` itself writes only 4 bytes for SSHA*).
+SALT_SIZE: Final = 16
+
+#: PBKDF2 iterations of generated SCRAM-SHA-256 verifiers: RFC 7677 section 4's
+#: minimum, which is also what Dovecot writes and the least it accepts.
+SCRAM_ITERATIONS: Final = 4096
+
+#: Fewest iterations a stored SCRAM-SHA-256 verifier may have; Dovecot 2.3 rejects
+#: anything below RFC 7677's 4096 and so do we.
+SCRAM_MIN_ITERATIONS: Final = 4096
+
+#: Largest iteration count accepted, Dovecot's limit (a C ``int``).
+_SCRAM_MAX_ITERATIONS: Final = 2**31 - 1
+
+#: bcrypt cost factor (2**10 rounds) of generated BLF-CRYPT hashes: the OWASP
+#: Password Storage Cheat Sheet's minimum, about 80 ms on a 2-core VM.  POP3 clients
+#: log in afresh on every poll (often every few minutes), so each step up doubles a
+#: load the server pays all day; ``doveadm pw`` defaults to a weak 5.
+BCRYPT_ROUNDS: Final = 10
+
+#: Argon2 passes (``t``) of generated hashes.  With :data:`ARGON2_MEMORY_COST` this
+#: is above OWASP's minimum profile (m=19 MiB, t=2, p=1); 3 is also the least
+#: libsodium (Dovecot's Argon2 library) allows when it hashes with Argon2i.
+ARGON2_TIME_COST: Final = 3
+
+#: Argon2 memory (``m``) in KiB: 19 MiB, OWASP's recommendation.  Four concurrent
+#: verifications (``_passwd.HASH_THREADS``) then need under 80 MiB, about 40 ms each.
+ARGON2_MEMORY_COST: Final = 19456
+
+#: Argon2 lanes (``p``): one, so a verification uses one thread and
+#: ``_passwd.HASH_THREADS`` bounds the CPU used; it is also what libsodium writes.
+ARGON2_PARALLELISM: Final = 1
+
+#: Length in bytes of the Argon2 tag, as libsodium and argon2-cffi write it.
+_ARGON2_HASH_LEN: Final = 32
+
+#: bcrypt uses at most this many bytes of the password (the original OpenBSD
+#: algorithm); Dovecot's libc bcrypt silently ignores the rest.
+_BCRYPT_MAX_PASSWORD: Final = 72
+
+_PLAIN_NAMES: Final = frozenset({"PLAIN", "CLEARTEXT", "CLEAR"})
+_ENCODINGS: Final = {"HEX": "hex", "B64": "base64", "BASE64": "base64"}
+_HEX_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
+_CRYPT_LOOKALIKE_RE: Final = re.compile(r"\$(?:1|2[abxy]|5|6|y|gy|7|argon2i|argon2id)\$")
+
+
+class UnsupportedScheme(ValueError):
+    """A stored password uses a scheme this module cannot verify or generate.
+
+    Raised for an unknown scheme name or encoding suffix, and for a known scheme whose
+    optional library is not installed (the message then says which extra to install).
+
+    Attributes:
+        scheme: The scheme name as written, e.g. ``"SHA1"`` or ``"BLF-CRYPT"``.
+        extra: The ``trio-pop3`` extra that provides the scheme, or None if unknown.
+    """
+
+    def __init__(self, scheme: str, extra: str | None = None) -> None:
+        self.scheme = scheme
+        self.extra = extra
+        if extra is None:
+            text = f"unknown password scheme {scheme!r}"
+        else:
+            text = (
+                f"password scheme {scheme} needs the {extra} library: "
+                f"pip install trio-pop3[{extra}]"
+            )
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------------------
+# SCRAM-SHA-256
+
+
+# ScramCredentials (iterations, salt, stored_key, server_key) is the frozen dataclass
+# of the mailbox layer, which the SASL mechanism consumes; _passwd re-exports it.
+
+
+def _scram_derive(password: bytes, salt: bytes, iterations: int) -> ScramCredentials:
+    """RFC 5802 section 3: SaltedPassword, then StoredKey and ServerKey."""
+    salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return ScramCredentials(
+        iterations=iterations,
+        salt=salt,
+        stored_key=hashlib.sha256(client_key).digest(),
+        server_key=hmac.digest(salted, b"Server Key", "sha256"),
+    )
+
+
+def _scram_prepare(password: bytes, *, stored: bool) -> bytes | None:
+    """Return SASLprep(password) as UTF-8 (RFC 5802 section 2.2 "Normalize"), or None.
+
+    ``stored`` selects RFC 3454's rules for stored strings (no unassigned code points)
+    over those for queries.
+    """
+    try:
+        return saslprep(password.decode("utf-8"), allow_unassigned=not stored).encode("utf-8")
+    except ValueError:  # not UTF-8, or a character SASLprep prohibits
+        return None
+
+
+def _scram_to_stored(creds: ScramCredentials) -> str:
+    fields = (str(creds.iterations), _b64(creds.salt), _b64(creds.stored_key))
+    return "{SCRAM-SHA-256}" + ",".join((*fields, _b64(creds.server_key)))
+
+
+def _parse_scram(data: bytes) -> ScramCredentials | None:
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    parts = text.split(",")
+    if len(parts) != 4 or not _DIGITS_RE.fullmatch(parts[0]):
+        return None
+    iterations = int(parts[0])
+    if not SCRAM_MIN_ITERATIONS <= iterations <= _SCRAM_MAX_ITERATIONS:
+        return None
+    salt, stored_key, server_key = (_unb64(p) for p in parts[1:])
+    if not salt or stored_key is None or server_key is None:
+        return None
+    size = hashlib.sha256().digest_size
+    if len(stored_key) != size or len(server_key) != size:
+        return None
+    return ScramCredentials(iterations, salt, stored_key, server_key)
+
+
+# --------------------------------------------------------------------------------------
+# Encoding helpers
+
+
+def _password_bytes(password: str) -> bytes | None:
+    try:
+        return password.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        return None
+
+
+def _unhex(text: str) -> bytes | None:
+    # bytes.fromhex would also skip whitespace; Dovecot does not.
+    return bytes.fromhex(text) if _HEX_RE.fullmatch(text) else None
+
+
+def _equal(a: bytes, b: bytes) -> bool:
+    # compare_digest still reveals whether the lengths differ; comparing digests
+    # hides even the length of a stored plaintext.
+    return hmac.compare_digest(hashlib.sha256(a).digest(), hashlib.sha256(b).digest())
+
+
+# --------------------------------------------------------------------------------------
+# The schemes
+
+#: Verify a password (as bytes) against decoded scheme data; False if malformed.
+_Verifier = Callable[[bytes, bytes], bool]
+#: Make scheme data (before encoding) from a password and optional ``rounds``.
+_Maker = Callable[[bytes, int | None], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scheme:
+    verify: _Verifier
+    make: _Maker
+    #: Data is raw binary, base64 unless a suffix says otherwise (else it is text).
+    binary: bool = False
+    #: Too slow for the event loop: run in a worker thread.
+    slow: bool = False
+    #: Module of the optional dependency, and the extra that installs it.
+    module: str | None = None
+    extra: str | None = None
+    #: Digest size of an unsalted digest, whose hex form Dovecot also accepts.
+    fixed_size: int = 0
+
+
+def _no_rounds(scheme: str, rounds: int | None) -> None:
+    if rounds is not None:
+        raise ValueError(f"password scheme {scheme} takes no rounds")
+
+
+def _plain_make(password: bytes, rounds: int | None) -> bytes:
+    _no_rounds("PLAIN", rounds)
+    return password
+
+
+def _digest_scheme(algorithm: str, *, salted: bool) -> _Scheme:
+    size = hashlib.new(algorithm).digest_size
+
+    def verify(data: bytes, password: bytes) -> bool:
+        if not salted:
+            return len(data) == size and hmac.compare_digest(
+                hashlib.new(algorithm, password).digest(), data
+            )
+        digest, salt = data[:size], data[size:]
+        if not salt:  # Dovecot: "password is too short"
+            return False
+        return hmac.compare_digest(hashlib.new(algorithm, password + salt).digest(), digest)
+
+    def make(password: bytes, rounds: int | None) -> bytes:
+        _no_rounds(algorithm.upper(), rounds)
+        if not salted:
+            return hashlib.new(algorithm, password).digest()
+        salt = secrets.token_bytes(SALT_SIZE)
+        return hashlib.new(algorithm, password + salt).digest() + salt
+
+    return _Scheme(verify, make, binary=True, fixed_size=0 if salted else size)
+
+
+def _bcrypt_verify(data: bytes, password: bytes) -> bool:
+    import bcrypt
+
+    if not data.startswith((b"$2a$", b"$2b$", b"$2y$")):
+        return False
+    try:
+        return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD], data)
+    except ValueError:  # "Invalid salt" and other malformed hashes
+        return False
+
+
+def _bcrypt_make(password: bytes, rounds: int | None) -> bytes:
+    import bcrypt
+
+    if len(password) > _BCRYPT_MAX_PASSWORD:
+        raise ValueError(
+            f"BLF-CRYPT uses only the first {_BCRYPT_MAX_PASSWORD} bytes of a password; "
+            "use ARGON2ID for longer ones"
+        )
+    cost = BCRYPT_ROUNDS if rounds is None else rounds
+    return bcrypt.hashpw(password, bcrypt.gensalt(cost))
+
+
+def _argon2_verify(data: bytes, password: bytes) -> bool:
+    from argon2.exceptions import VerificationError
+    from argon2.low_level import Type, verify_secret
+
+    # Like libsodium (and so Dovecot), take the variant from the string, whichever of
+    # ARGON2I and ARGON2ID the prefix said.
+    if data.startswith(b"$argon2id$"):
+        variant = Type.ID
+    elif data.startswith(b"$argon2i$"):
+        variant = Type.I
+    else:
+        return False
+    try:
+        return verify_secret(data, password, variant)
+    except (VerificationError, ValueError):  # mismatch, or a malformed string
+        return False
+
+
+def _argon2_maker(variant_name: str) -> _Maker:
+    def make(password: bytes, rounds: int | None) -> bytes:
+        from argon2.low_level import Type, hash_secret
+
+        return hash_secret(
+            password,
+            secrets.token_bytes(SALT_SIZE),
+            time_cost=ARGON2_TIME_COST if rounds is None else rounds,
+            memory_cost=ARGON2_MEMORY_COST,
+            parallelism=ARGON2_PARALLELISM,
+            hash_len=_ARGON2_HASH_LEN,
+            type=Type.ID if variant_name == "ARGON2ID" else Type.I,
+        )
+
+    return make
+
+
+def _scram_verify(data: bytes, password: bytes) -> bool:
+    stored = _parse_scram(data)
+    if stored is None:
+        return False
+    # Dovecot derives the keys from the password as it is; RFC 5802 (and so SCRAM
+    # clients, and trio_pop3's SASL layer) from its SASLprep form.  Accept either; the
+    # two differ only for some non-ASCII or control characters.
+    candidates = [password]
+    prepared = _scram_prepare(password, stored=False)
+    if prepared is not None and prepared != password:
+        candidates.append(prepared)
+    for candidate in candidates:
+        fresh = _scram_derive(candidate, stored.salt, stored.iterations)
+        # Dovecot checks StoredKey only; a ServerKey that does not match marks a
+        # damaged entry, which would fail SCRAM's server signature anyway.
+        if hmac.compare_digest(
+            fresh.stored_key + fresh.server_key, stored.stored_key + stored.server_key
+        ):
+            return True
+    return False
+
+
+def _scram_make(password: bytes, rounds: int | None) -> bytes:
+    iterations = SCRAM_ITERATIONS if rounds is None else rounds
+    if iterations < SCRAM_MIN_ITERATIONS:
+        raise ValueError(f"SCRAM-SHA-256 needs at least {SCRAM_MIN_ITERATIONS} iterations")
+    # SASLprep'd so SASL SCRAM-SHA-256 clients can log in (RFC 5802 section 2.2);
+    # passwords it refuses are kept as they are, for USER/PASS and Dovecot.
+    prepared = _scram_prepare(password, stored=True)
+    creds = _scram_derive(prepared or password, secrets.token_bytes(SALT_SIZE), iterations)
+    return _scram_to_stored(creds).removeprefix("{SCRAM-SHA-256}").encode("ascii")
+
+
+_PLAIN_SCHEME: Final = _Scheme(_equal, _plain_make)
+
+_SCHEMES: Final[Mapping[str, _Scheme]] = {
+    "PLAIN": _PLAIN_SCHEME,
+    "CLEARTEXT": _PLAIN_SCHEME,
+    "CLEAR": _PLAIN_SCHEME,
+    "SHA256": _digest_scheme("sha256", salted=False),
+    "SSHA256": _digest_scheme("sha256", salted=True),
+    "SHA512": _digest_scheme("sha512", salted=False),
+    "SSHA512": _digest_scheme("sha512", salted=True),
+    "BLF-CRYPT": _Scheme(_bcrypt_verify, _bcrypt_make, slow=True, module="bcrypt", extra="bcrypt"),
+    "ARGON2ID": _Scheme(
+        _argon2_verify, _argon2_maker("ARGON2ID"), slow=True, module="argon2", extra="argon2"
+    ),
+    "ARGON2I": _Scheme(
+        _argon2_verify, _argon2_maker("ARGON2I"), slow=True, module="argon2", extra="argon2"
+    ),
+    # At least 4096 rounds of PBKDF2 (about 1.3 ms on a 2-core VM): long enough to
+    # stall every other session, so SCRAM verification goes to a thread too.
+    "SCRAM-SHA-256": _Scheme(_scram_verify, _scram_make, slow=True),
+}
+
+#: Names of all supported schemes (upper case; encoding suffixes not listed).
+SUPPORTED_SCHEMES: Final = frozenset(_SCHEMES)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    name: str  # upper case, without the suffix
+    encoding: str | None  # "hex", "base64" or None for the scheme's default
+    label: str  # as written inside the braces, upper case
+    data: str
+    scheme: _Scheme
+
+
+def _parse(stored: str) -> _Parsed:
+    """Split ``{SCHEME.ENC}data``; raise UnsupportedScheme for an unknown name/suffix."""
+    end = stored.find("}") if stored.startswith("{") else -1
+    if end < 0:
+        if _CRYPT_LOOKALIKE_RE.match(stored):
+            # Dovecot's default scheme is CRYPT: a bare "$6$..." is a hash, never a
+            # password.  Taking it as PLAIN would let the hash itself log in.
+            raise UnsupportedScheme("CRYPT")
+        return _Parsed("PLAIN", None, "PLAIN", stored, _PLAIN_SCHEME)
+    label = stored[1:end].upper()
+    name, dot, suffix = label.partition(".")
+    encoding = _ENCODINGS.get(suffix) if dot else None
+    scheme = _SCHEMES.get(name)
+    if scheme is None or (dot and encoding is None):
+        raise UnsupportedScheme(stored[1:end])
+    return _Parsed(name, encoding, label, stored[end + 1 :], scheme)
+
+
+def _require(parsed: _Parsed) -> None:
+    if parsed.scheme.module is None:
+        return
+    try:
+        importlib.import_module(parsed.scheme.module)
+    except ImportError:
+        raise UnsupportedScheme(parsed.name, parsed.scheme.extra) from None
+
+
+def _decode_data(parsed: _Parsed) -> bytes | None:
+    text, scheme = parsed.data, parsed.scheme
+    if parsed.encoding == "hex":
+        return _unhex(text)
+    if parsed.encoding == "base64":
+        return _unb64(text)
+    if not scheme.binary:
+        return _password_bytes(text)
+    if scheme.fixed_size and len(text) == 2 * scheme.fixed_size:
+        return _unhex(text)  # Dovecot recognises hex for unsalted digests
+    return _unb64(text)
+
+
+def _encode_data(raw: bytes, parsed: _Parsed) -> str:
+    encoding = parsed.encoding or ("base64" if parsed.scheme.binary else None)
+    if encoding == "hex":
+        return raw.hex()
+    if encoding == "base64":
+        return _b64(raw)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def verify_password(stored: str, password: str) -> bool:
+    """Return whether ``password`` matches the stored password ``stored``.
+
+    Comparisons run in constant time.  Malformed data (bad base64, a truncated
+    digest, a damaged bcrypt or Argon2 string, a SCRAM verifier with fewer than
+    ``SCRAM_MIN_ITERATIONS``) never matches, and neither does an empty value,
+    which marks a disabled account.
+
+    >>> verify_password("{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "secret")
+    True
+    >>> verify_password("{plain}secret", "Secret"), verify_password("secret", "secret")
+    (False, True)
+
+    Bcrypt, Argon2 and SCRAM take milliseconds or more: call them from a worker
+    thread in async code (:class:`PasswdFileAuthenticator` does).
+
+    Raises:
+        UnsupportedScheme: the scheme or encoding suffix is unknown, or its optional
+            library (``bcrypt``, ``argon2-cffi``) is not installed.
+    """
+    parsed = _parse(stored)
+    _require(parsed)
+    raw_password = _password_bytes(password)
+    data = _decode_data(parsed)
+    if raw_password is None or not data:
+        return False
+    return parsed.scheme.verify(data, raw_password)
+
+
+def hash_password(
+    password: str, scheme: str = DEFAULT_SCHEME, *, rounds: int | None = None
+) -> str:
+    """Return ``password`` stored with ``scheme``, as ``{SCHEME}data``.
+
+    The scheme is case-insensitive and may carry an encoding suffix (``SHA256.HEX``,
+    ``PLAIN.B64``).  Salts come from :mod:`secrets`; a PLAIN password containing
+    ``:`` or a line end needs ``PLAIN.B64`` to go into a passwd-file.
+
+    >>> hash_password("secret", "sha256")
+    '{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols='
+    >>> verify_password(hash_password("secret"), "secret")
+    True
+
+    Args:
+        password: The password; it must not be empty.
+        scheme: One of ``SUPPORTED_SCHEMES``, with an optional suffix.
+        rounds: The work factor, like ``doveadm pw -r``: the bcrypt cost (4 to 31,
+            default ``BCRYPT_ROUNDS``), the Argon2 passes (default
+            ``ARGON2_TIME_COST``) or the SCRAM iterations (at least
+            ``SCRAM_MIN_ITERATIONS``).  Other schemes take none.
+
+    Raises:
+        UnsupportedScheme: see :func:`verify_password`.
+        ValueError: an empty or unencodable password, a BLF-CRYPT password over 72
+            bytes, or ``rounds`` out of range or not applicable.
+    """
+    parsed = _parse("{" + scheme + "}")
+    _require(parsed)
+    raw = _password_bytes(password)
+    if raw is None:
+        raise ValueError("password cannot be encoded as UTF-8")
+    if not raw:
+        raise ValueError("password must not be empty")
+    data = parsed.scheme.make(raw, rounds)
+    return "{" + parsed.label + "}" + _encode_data(data, parsed)
+
+
+def scram_sha256_credentials(stored: str, *, salt: bytes | None = None) -> ScramCredentials | None:
+    """Return the SCRAM-SHA-256 verifier a stored password provides, if any.
+
+    A ``{SCRAM-SHA-256}`` entry gives its own verifier.  A PLAIN entry gives one
+    derived from its SASLprep'd plaintext (RFC 5802 section 2.2) with
+    :data:`SCRAM_ITERATIONS` and ``salt``, by default a fresh random one (so two calls
+    differ).  Other schemes, malformed and unknown ones give None, as does a
+    plaintext SASLprep refuses.  PBKDF2 is slow: call this in a worker thread from
+    async code.
+
+    >>> scram_sha256_credentials("{PLAIN}secret").iterations
+    4096
+    >>> scram_sha256_credentials("{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=")
+    """
+    try:
+        parsed = _parse(stored)
+    except UnsupportedScheme:
+        return None
+    data = _decode_data(parsed)
+    if not data:
+        return None
+    if parsed.name == "SCRAM-SHA-256":
+        return _parse_scram(data)
+    if parsed.name not in _PLAIN_NAMES:
+        return None
+    prepared = _scram_prepare(data, stored=True)
+    if not prepared:
+        return None
+    return _scram_derive(
+        prepared, secrets.token_bytes(SALT_SIZE) if salt is None else salt, SCRAM_ITERATIONS
+    )
+
+
+def _is_slow(stored: str) -> bool:
+    try:
+        return _parse(stored).scheme.slow
+    except UnsupportedScheme:
+        return False
+
+
+def _scheme_problem(stored: str) -> UnsupportedScheme | None:
+    try:
+        _require(_parse(stored))
+    except UnsupportedScheme as exc:
+        return exc
+    return None
+
+
+def _scheme_key(stored: str) -> str:
+    try:
+        return _parse(stored).name
+    except UnsupportedScheme:
+        return "?"
