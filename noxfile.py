@@ -67,5 +67,6 @@ def bench(session: nox.Session) -> None:
     """Micro-benchmarks of the core, then the end-to-end comparison if possible."""
     session.install("-e", ".")
     session.run("python", "benchmarks/micro.py", *session.posargs)
+    session.run("python", "benchmarks/bigmessage.py")
     if os.path.exists("benchmarks/compare.sh"):
         session.run("bash", "benchmarks/compare.sh", external=True)
