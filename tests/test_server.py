@@ -531,6 +531,12 @@ async def test_pipelined_burst_few_sends(nursery: trio.Nursery, connect: Connect
     (stream,) = counting.streams
     # greeting + USER + PASS + the burst: the burst must not cost one send per reply.
     assert stream.sends < 100, stream.sends
+    # The contrast: commands sent one at a time are answered one write each (never
+    # more: a reply is never split into small writes that meet Nagle and delayed ACK).
+    before = stream.sends
+    for _ in range(100):
+        assert await client.command("NOOP") == "+OK"
+    assert stream.sends - before == 100
     assert await client.command("QUIT") == "+OK goodbye"
 
 
