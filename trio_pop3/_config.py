@@ -59,6 +59,11 @@ class Limits:
         max_connections_per_address: Concurrent connections from one client address
             (Dovecot: 10 per user and address).  A NAT gateway may carry many users,
             hence 50.  None disables.
+
+    Raises:
+        ValueError: ``max_command_line`` is below 255, ``max_auth_line`` below
+            ``max_command_line``, ``max_discard`` below ``max_auth_line``, or a
+            failure delay is negative.
     """
 
     max_command_line: int = 255

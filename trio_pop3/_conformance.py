@@ -98,6 +98,13 @@ async def check_handler(
         Under ``autojump_clock`` a backend that blocks in a worker thread lets the
         clock jump; run backends that use threads with the real clock.  The check has
         no timeout of its own: wrap it in ``trio.fail_after`` to bound a hang.
+        Cancelling it cancels the session in progress, whose ``disconnect()`` hook
+        still runs; the DELE and QUIT of the last step may or may not have happened.
+
+    Error handling:
+        Wrong replies, broken wire format and dropped connections are collected as
+        rule failures.  Any other exception, such as one escaping the server with
+        ``catch_errors=False``, stops the check and propagates.
     """
     pop3 = _as_server(server, server_options)
     expected = None if isinstance(messages, int) else list(messages)
@@ -140,6 +147,9 @@ async def check_mailbox_backend(
 
     Raises:
         ConformanceError: rules were broken (all of them are listed).
+        TypeError: ``store_factory`` returned something that is not a
+            :class:`~trio_pop3.mailbox.MailStore`.
+        ValueError: an unknown rule in ``skip``.
 
     Example::
 
@@ -154,6 +164,10 @@ async def check_mailbox_backend(
 
     Cancellation:
         As for :func:`check_handler`.
+
+    Error handling:
+        As for :func:`check_handler`; an exception from ``store_factory``
+        propagates.
     """
     from .mailbox import MailboxHandler, MemoryAuthenticator
 

@@ -182,6 +182,10 @@ class POP3Handler:
             def __init__(self):
                 super().__init__()
                 self.add_command("xhello", ["auth", "trans"])
+
+        Raises:
+            ValueError: ``name`` is empty or not printable ASCII, or a state name is
+                unknown.
         """
         key = normalize_command_name(name)
         self._commands[key] = self._commands.get(key, frozenset()) | states_of(states)
@@ -206,13 +210,48 @@ class POP3Handler:
 
     # -- replies -----------------------------------------------------------------
     async def send_ok(self, text: str = "", code: ResponseCode | str | None = None) -> None:
-        """Send ``+OK text`` (with an optional response code)."""
+        """Send ``+OK text`` (with an optional response code).
+
+        Raises:
+            ClientDisconnected: the client is gone: the connection broke or was
+                closed, a write made no progress for ``send_timeout`` seconds, or an
+                earlier write had already failed.  Let it propagate: the session
+                ends without UPDATE.
+
+        Cancellation:
+            Output is buffered: a reply normally only joins the session's output
+            buffer, which is sent when it grows past 256 KiB or before the session
+            next waits for the client (the next command, or :meth:`read_line`).
+            Such a call returns without blocking and is not a checkpoint, and a
+            failure to send surfaces in whichever call flushes, not necessarily the
+            one that queued the data.  A call that does flush blocks until the
+            client takes the data; if it is cancelled meanwhile,
+            :class:`trio.Cancelled` propagates and the connection counts as broken:
+            nothing more is sent on it.
+        """
         await self._reply(format_reply(True, text, None if code is None else str(code)))
 
     async def send_err(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         """Send ``-ERR text``; ``code`` is a response code such as ``ResponseCode.SYS_TEMP``.
 
         Raising :class:`~trio_pop3.POP3Error` from a command does the same.
+
+        Raises:
+            ClientDisconnected: the client is gone: the connection broke or was
+                closed, a write made no progress for ``send_timeout`` seconds, or an
+                earlier write had already failed.  Let it propagate: the session
+                ends without UPDATE.
+
+        Cancellation:
+            Output is buffered: a reply normally only joins the session's output
+            buffer, which is sent when it grows past 256 KiB or before the session
+            next waits for the client (the next command, or :meth:`read_line`).
+            Such a call returns without blocking and is not a checkpoint, and a
+            failure to send surfaces in whichever call flushes, not necessarily the
+            one that queued the data.  A call that does flush blocks until the
+            client takes the data; if it is cancelled meanwhile,
+            :class:`trio.Cancelled` propagates and the connection counts as broken:
+            nothing more is sent on it.
         """
         await self._reply(format_reply(False, text, None if code is None else str(code)))
 
@@ -233,6 +272,21 @@ class POP3Handler:
         ``.`` is byte-stuffed; the terminating ``.`` is added.  Bytes pass through 8-bit
         clean; str is encoded as UTF-8.  ``lines`` may be an iterable or an async
         iterable, so a large body streams without being built in memory.
+
+        Raises:
+            ClientDisconnected: as for :meth:`send_ok`.
+
+        Cancellation:
+            As for :meth:`send_ok`; iterating an async ``lines`` adds its own
+            checkpoints.  The iterable is not closed when the call ends early.
+
+        Error handling:
+            An exception from iterating ``lines`` propagates with the response
+            incomplete (``+OK`` and part of the body may already be queued or
+            sent).  Letting it reach the framework answers ``-ERR`` in the middle of
+            the multi-line body, which the client takes for a data line; raise
+            :class:`~trio_pop3.ClientDisconnected` from it instead to drop the
+            connection.
         """
         await self.send_ok(text, code)
         writer = MessageWriter()
@@ -258,6 +312,28 @@ class POP3Handler:
         end is added, and the terminating ``.`` follows.  With ``body_lines`` (TOP)
         only the header, the blank line and that many body lines are sent, and the
         iteration stops early.
+
+        Raises:
+            ClientDisconnected: as for :meth:`send_ok`.
+
+        Resource handling:
+            An async iterator of ``chunks`` is closed (its ``aclose()``) whenever the
+            call ends: finished, stopped early for TOP, failed or cancelled.  When
+            cancelled, that ``aclose()`` runs in the cancelled scope, so the
+            iterator's ``finally`` blocks should not need to await.
+
+        Cancellation:
+            As for :meth:`send_ok`; iterating async ``chunks`` adds its own
+            checkpoints.
+
+        Error handling:
+            An exception from ``chunks`` propagates with the response incomplete
+            (``+OK`` and part of the message may already be queued or sent).
+            Letting it reach the framework answers ``-ERR`` in the middle of the
+            multi-line body, which the client takes for a data line; raise
+            :class:`~trio_pop3.ClientDisconnected` from it instead to drop the
+            connection, as :class:`~trio_pop3.mailbox.MailboxHandler` does for a
+            :class:`~trio_pop3.MailboxError`.
         """
         await self.send_ok(text)
         writer = MessageWriter(body_lines)
@@ -281,7 +357,14 @@ class POP3Handler:
         await write(writer.finish())
 
     async def send_raw(self, *lines: Line) -> None:
-        """Send lines exactly as given, each followed by CRLF (no stuffing, no checks)."""
+        """Send lines exactly as given, each followed by CRLF (no stuffing, no checks).
+
+        Raises:
+            ClientDisconnected: as for :meth:`send_ok`.
+
+        Cancellation:
+            As for :meth:`send_ok`.
+        """
         data = b"".join(_line_bytes(line) + b"\r\n" for line in lines)
         self._s.log_sent(data[:200])
         await self._s.write(data)
@@ -293,12 +376,28 @@ class POP3Handler:
     async def read_line(self, *, limit: int | None = None) -> bytes:
         """Read one more line from the client (e.g. a SASL response), without its end.
 
-        Pending replies are sent first.
+        Pending replies are sent first.  The wait is bounded by the idle timeout
+        of the current state: ``login_timeout`` in AUTHORIZATION, else ``timeout``.
 
         Raises:
-            POP3Error: the line was longer than ``limit`` (default: the AUTH limit).
-            ClientDisconnected: the client went away, or the idle timeout passed (the
-                session then ends without a reply, as RFC 1939 section 3 asks).
+            POP3Error: the line was longer than ``limit`` (default: the AUTH limit,
+                :attr:`Limits.max_auth_line`); the whole line was read and discarded,
+                so the session can go on.  Uncaught, it is answered ``-ERR Line too
+                long.``.
+            ClientDisconnected: the client closed or broke the connection, sent a
+                line longer than :attr:`Limits.max_discard`, did not take the pending
+                replies (see :meth:`send_ok`), or the idle timeout passed (the session
+                then ends without a reply, as RFC 1939 section 3 asks).  Also raised
+                when :meth:`POP3Server.shutdown` is called while it waits, or was
+                called before; the client is then told ``-ERR [SYS/TEMP] Server
+                shutting down.``.
+
+        Cancellation:
+            A checkpoint that waits for the client.  If the session is cancelled
+            while waiting (the server's ``serve()`` cancelled, or the ``grace`` of
+            :meth:`POP3Server.shutdown` over), :class:`trio.Cancelled` propagates and
+            the client is told ``-ERR [SYS/TEMP] Server shutting down.`` before the
+            connection closes.
         """
         session = self._s
         line = await session.read_line(self._state, limit)
@@ -319,6 +418,16 @@ class POP3Handler:
         connections it opens.  Past :attr:`Limits.max_auth_failures` on this
         connection, the connection is closed after the reply.  Call it for every kind
         of failure alike (unknown user, wrong password), so timing reveals nothing.
+
+        Cancellation:
+            It sleeps with :func:`trio.sleep`, a checkpoint: the wait ends at once
+            with :class:`trio.Cancelled` if the session is cancelled (``serve()``
+            cancelled, or the ``grace`` of :meth:`POP3Server.shutdown` over; a
+            shutdown alone does not interrupt it before ``grace`` is over).  The failure
+            is counted before the wait, so a cancelled call still counts.
+
+        Error handling:
+            Raises nothing of its own.
         """
         session = self._s
         limits = session.config.limits
@@ -351,11 +460,31 @@ class POP3Handler:
         """Called in CONNECT state, before the greeting.
 
         Raise :class:`~trio_pop3.POP3Error` to refuse the client: its text is sent as
-        ``-ERR`` instead of the greeting, and the connection closes.
+        ``-ERR`` instead of the greeting, and the connection closes.  Calling
+        :meth:`close_client` instead closes it without any reply.
+
+        Cancellation:
+            It runs unshielded: cancellation of the server interrupts it with
+            :class:`trio.Cancelled`, the session ends without a greeting and
+            :meth:`disconnect` runs.
+
+        Error handling:
+            Unlike a command, it is not covered by ``catch_errors``: any exception
+            other than :class:`~trio_pop3.POP3Error` (and
+            :class:`~trio_pop3.ClientDisconnected`, which just ends the session)
+            ends the session without a reply and propagates out of
+            :meth:`POP3Server.handle_stream` after :meth:`disconnect` has run, which
+            stops a server run by :meth:`POP3Server.serve`.
         """
 
     def greeting(self) -> str:
-        """Return the text of the ``+OK`` greeting (default: the server's option)."""
+        """Return the text of the ``+OK`` greeting (default: the server's option).
+
+        Error handling:
+            Called outside any command, like :meth:`on_connect`: an exception from
+            it propagates out of the session and stops a server run by
+            :meth:`POP3Server.serve`.
+        """
         return self._s.config.greeting
 
     async def commit(self) -> None:
@@ -364,6 +493,22 @@ class POP3Handler:
         It runs shielded from cancellation under the cleanup deadline.  If it raises,
         QUIT answers ``-ERR`` (a :class:`~trio_pop3.POP3Error`'s text and code, or
         ``-ERR [SYS/TEMP]``), and the connection closes.
+
+        Cancellation:
+            Shielded: neither :meth:`POP3Server.shutdown` nor cancelling ``serve()``
+            interrupts it, so a commit is never torn in half by the server.  Only
+            its own deadline, ``cleanup_timeout`` seconds (default 10), cancels it:
+            :class:`trio.Cancelled` is raised at its next checkpoint, the timeout is
+            logged as a warning and QUIT answers ``-ERR [SYS/TEMP] Some deleted
+            messages were not removed.``.  Work it hands to a worker thread runs on
+            to completion after that.
+
+        Error handling:
+            A :class:`~trio_pop3.POP3Error` is answered as ``-ERR`` with its text and
+            code.  Any other exception is logged with its traceback (whatever
+            ``catch_errors`` says) and answered ``-ERR [SYS/TEMP] Some deleted
+            messages were not removed.``.  In each case no ``+OK`` is sent, the
+            connection closes after the reply, and :meth:`disconnect` runs next.
         """
 
     async def disconnect(self) -> None:
@@ -371,10 +516,40 @@ class POP3Handler:
 
         Roll back what :meth:`commit` did not commit and release resources.  It runs
         shielded from cancellation under the cleanup deadline.
+
+        It also runs when the client never got a greeting (:meth:`on_connect`
+        refused it) and after a failed :meth:`commit`.
+
+        Cancellation:
+            Shielded: it runs to its end even when the session ends because the
+            server was cancelled, and the cancellation propagates only afterwards.
+            Only its own deadline, ``cleanup_timeout`` seconds (default 10), cancels
+            it (:class:`trio.Cancelled` at its next checkpoint); the timeout is
+            logged as a warning.  Pending replies are then sent (under the same
+            deadline, if the connection still works) and the stream is closed.
+
+        Error handling:
+            An exception is logged with its traceback and otherwise ignored: the
+            stream is closed all the same, and nothing reaches the client or the
+            server (whatever ``catch_errors`` says).
         """
 
     async def unknown(self, command: str, arg: str | None) -> None:
-        """Answer a command that is unknown or not allowed in this state (``-ERR``)."""
+        """Answer a command that is unknown or not allowed in this state (``-ERR``).
+
+        Each call that returns counts towards :attr:`Limits.max_bad_commands`.
+
+        Raises:
+            ClientDisconnected: from :meth:`send_err`.
+
+        Cancellation:
+            As for :meth:`send_ok`.
+
+        Error handling:
+            It runs like a command method: a :class:`~trio_pop3.POP3Error` is
+            answered ``-ERR``, any other exception is handled as ``catch_errors``
+            says.
+        """
         if command in self._commands and self.implements(command):
             await self.send_err(f"{command} not allowed in {self._state.name} state.")
         else:
@@ -385,6 +560,9 @@ class POP3Handler:
 
         Computed from what the handler implements; override and extend the list to
         announce more.
+
+        Error handling:
+            Called by the CAPA command: an exception is handled as a command's.
         """
         caps = []
         if self.implements("TOP"):
@@ -400,7 +578,21 @@ class POP3Handler:
         return caps
 
     async def on_tls(self) -> None:
-        """Called after a successful STLS; forget state learned before it (RFC 2595 §4)."""
+        """Called after a successful STLS; forget state learned before it (RFC 2595 §4).
+
+        It runs inside the STLS command, after the ``+OK`` and the TLS handshake; a
+        failed or timed-out handshake ends the session instead, and it is not
+        called.
+
+        Cancellation:
+            Part of the STLS command: cancellation of the session interrupts it like
+            any command.
+
+        Error handling:
+            As for a command method: a :class:`~trio_pop3.POP3Error` is answered
+            ``-ERR`` (over TLS, which stays on), any other exception is handled as
+            ``catch_errors`` says.
+        """
 
     # -- built-in commands ---------------------------------------------------------
     async def pop3_CAPA(self, arg: str | None) -> None:

@@ -52,6 +52,21 @@ class Mailbox(abc.ABC):
 
         Called once, right after the maildrop is opened; the list is the session's
         snapshot (mail arriving later is seen by the next session).
+
+        Raises:
+            MailboxError: the maildrop cannot be listed.
+
+        Error handling:
+            If it raises, :class:`~trio_pop3.mailbox.MailboxHandler` calls
+            :meth:`close` (releasing the lock) and then answers the login: a
+            :class:`~trio_pop3.MailboxError` with its text and code (``-ERR
+            [SYS/TEMP] ...`` by default), any other exception, logged, with ``-ERR
+            [SYS/TEMP] Internal error.`` (``catch_errors``).  The session stays in
+            AUTHORIZATION; it is not a failed login (no failure delay).
+
+        Cancellation:
+            A cancelled login cancels it; :meth:`close` is then called in the same,
+            cancelled, scope (see there).
         """
 
     @abc.abstractmethod
@@ -64,6 +79,25 @@ class Mailbox(abc.ABC):
 
         Raises:
             MailboxError: the message cannot be read (answered ``-ERR [SYS/TEMP]``).
+
+        Error handling:
+            :class:`~trio_pop3.mailbox.MailboxHandler` reads the first chunk before
+            it answers, so an error raised before the first chunk gets a clean
+            ``-ERR`` (a :class:`~trio_pop3.MailboxError` with its text and code) and
+            the session goes on.  After the ``+OK``, a
+            :class:`~trio_pop3.MailboxError` is logged and the connection is closed
+            without UPDATE, so the client sees a truncated response rather than a
+            wrong message.  Raise only :class:`~trio_pop3.MailboxError`: any other
+            exception after the first chunk is handled as a command's
+            (``catch_errors``), which answers ``-ERR [SYS/TEMP] Internal error.``
+            inside the multi-line body and leaves the connection open.
+
+        Cancellation:
+            The iterator is driven while the reply is sent, so a cancelled session
+            stops it at one of its checkpoints (or at a ``yield``).  It is closed
+            (``aclose()``) however the reply ends, after a cancellation in the
+            cancelled scope: keep the ``finally`` blocks of a generator free of
+            ``await``, or shield them.
         """
 
     @abc.abstractmethod
@@ -73,6 +107,22 @@ class Mailbox(abc.ABC):
         Raises:
             MailboxError: some messages could not be removed.  Messages not in
                 ``messages`` must never be lost, whatever happens.
+
+        Cancellation:
+            :class:`~trio_pop3.mailbox.MailboxHandler` calls it from
+            :meth:`~trio_pop3.POP3Handler.commit`, shielded from cancellation under
+            the server's ``cleanup_timeout`` (default 10 s): a shutdown never
+            interrupts it, but when that deadline passes :class:`trio.Cancelled` is
+            raised at its next checkpoint (work in a worker thread runs to
+            completion).  Every unlink should be atomic, so that being stopped
+            between two of them loses nothing.
+
+        Error handling:
+            A :class:`~trio_pop3.MailboxError` is answered to QUIT as ``-ERR`` with
+            its text and code; any other exception, or the deadline passing, is
+            logged and answered ``-ERR [SYS/TEMP] Some deleted messages were not
+            removed.``.  In every case :meth:`close` is called next and the
+            connection closes; the client may retry in a new session.
         """
 
     async def close(self) -> None:  # noqa: B027 - optional hook
@@ -80,6 +130,22 @@ class Mailbox(abc.ABC):
 
         It runs shielded from cancellation with a deadline.  Uncommitted deletions
         are simply forgotten: nothing was removed before :meth:`remove`.
+
+        Cancellation:
+            Called from :meth:`~trio_pop3.POP3Handler.commit` and
+            :meth:`~trio_pop3.POP3Handler.disconnect`, each shielded under the
+            server's ``cleanup_timeout``.  It may nevertheless run in a scope that is
+            already cancelled: after :meth:`remove` ran out of that time, or when a
+            login is cancelled during :meth:`list_messages`.  So release the lock
+            before the first checkpoint (as the ready-made mailboxes do, without
+            awaiting at all): :class:`~trio_pop3.mailbox.MailboxHandler` does not
+            call it a second time.
+
+        Error handling:
+            When the session ends without QUIT, an exception is logged and ignored.
+            During QUIT it makes QUIT answer ``-ERR [SYS/TEMP] Some deleted messages
+            were not removed.`` (logged), even if :meth:`remove` succeeded.  During a
+            login (after :meth:`list_messages` failed) it replaces that error.
         """
 
 
@@ -93,6 +159,19 @@ class MailStore(abc.ABC):
         Raises:
             MailboxInUse: another session holds the lock (``-ERR [IN-USE]``).
             MailboxError: the maildrop cannot be opened.
+
+        Error handling:
+            :class:`~trio_pop3.mailbox.MailboxHandler` calls it after the user
+            authenticated and answers an error instead of ``+OK``: a
+            :class:`~trio_pop3.MailboxError` (or :class:`~trio_pop3.MailboxInUse`)
+            with its text and code, any other exception, logged, with ``-ERR
+            [SYS/TEMP] Internal error.`` (``catch_errors``).  The session stays in
+            AUTHORIZATION; it is not a failed login (no failure delay).
+
+        Cancellation:
+            A cancelled login cancels it.  If it raises, it must not leave the lock
+            held: release a lock taken before an ``await`` that is then cancelled.
+            A mailbox it returns belongs to the caller, which closes it.
         """
 
 
@@ -127,10 +206,42 @@ class Authenticator(abc.ABC):
         An unknown user returns False, exactly like a wrong password, and should take
         about as long (no user enumeration by timing).  Slow hashes should run in a
         worker thread (:func:`trio.to_thread.run_sync`).
+
+        Error handling:
+            Return False to refuse; do not raise
+            :class:`~trio_pop3.AuthenticationFailed`: from USER/PASS it would be
+            answered at once, without the failure delay or the log line a False
+            gets.  Any other exception (a database down, say) is logged with its
+            traceback and answered ``-ERR [SYS/TEMP] Internal error.`` by the
+            command that asked (PASS, AUTH), as ``catch_errors`` says; it does not
+            count as a failed login, and the session stays in AUTHORIZATION.  With
+            ``catch_errors=False`` it ends the connection and propagates out of the
+            server.
+
+        Cancellation:
+            It runs inside a command, so :meth:`~trio_pop3.POP3Server.shutdown` lets
+            it finish within its ``grace``; after that, or when the server is
+            cancelled, :class:`trio.Cancelled` is raised at its next checkpoint and
+            the session ends without a reply.  A worker thread of
+            :func:`trio.to_thread.run_sync` runs to completion first, and the
+            cancellation takes effect at the next checkpoint after it.
         """
 
     async def get_secret(self, user: str) -> str | None:
-        """Return the plaintext shared secret of ``user``, or None if not available."""
+        """Return the plaintext shared secret of ``user``, or None if not available.
+
+        Used by APOP, CRAM-MD5 and the default :meth:`get_scram_credentials`.  An
+        unknown user returns None.
+
+        Error handling:
+            As for :meth:`check_password`: an exception is logged and answered
+            ``-ERR [SYS/TEMP] Internal error.`` (``catch_errors``), and is not a
+            failed login.
+
+        Cancellation:
+            As for :meth:`check_password`.  The default returns None at once,
+            without a checkpoint.
+        """
         return None
 
     async def get_scram_credentials(self, user: str) -> ScramCredentials | None:
@@ -140,6 +251,16 @@ class Authenticator(abc.ABC):
         secret (4096 iterations, RFC 7677; the salt is derived from the user name with
         a per-process random key, so it is stable, as a stored salt would be, without
         revealing which users exist).  Override to return stored credentials.
+
+        Error handling:
+            As for :meth:`check_password`: an exception (here or from
+            :meth:`get_secret`) is logged and answered ``-ERR [SYS/TEMP] Internal
+            error.`` (``catch_errors``), and is not a failed login.
+
+        Cancellation:
+            As for :meth:`check_password`.  The default derives the keys (4096
+            rounds of PBKDF2) in a worker thread, which runs to completion even if
+            the call is cancelled.
         """
         secret = await self.get_secret(user)
         if secret is None:

@@ -219,8 +219,13 @@ class PasswdFile(Mapping[str, str]):
 
         Raises:
             PasswdFileError: the file cannot be read (``cannot read passwd-file /x:
-                No such file or directory``), is not UTF-8, or has a malformed line
-                (see :meth:`parse`).
+                No such file or directory``), is not a regular file, is not UTF-8,
+                or has a malformed line (see :meth:`parse`).
+
+        Cancellation:
+            Blocking and synchronous: no checkpoint.  From trio, call it through
+            :func:`trio.to_thread.run_sync` (as the reloading authenticator does),
+            which runs it to completion even when cancelled.
         """
         name = os.fspath(path)
         try:
@@ -344,7 +349,15 @@ class PasswdFileAuthenticator(Authenticator):
         The constructor raises :class:`PasswdFileError` if the file cannot be loaded.
         A failed reload is logged and the previous contents stay in use until the
         file changes again.  Entries whose scheme is unknown or lacks its library are
-        logged at load and never match.
+        logged at load and never match.  The lookups themselves never raise.
+
+    Cancellation:
+        The constructor reads the file with blocking I/O; build the authenticator
+        before :func:`trio.run` or in a worker thread.  The lookups run the reload
+        check (``stat``) and reload in worker threads, and slow hashes in a worker
+        thread once ``limiter`` admits it: waiting for the limiter is cancelled at
+        once, while a thread that has started runs to completion, and the
+        cancellation takes effect at the next checkpoint after it.
 
     Args:
         path: The passwd-file.
@@ -380,7 +393,17 @@ class PasswdFileAuthenticator(Authenticator):
         return self._loaded.passwd
 
     async def check_password(self, user: str, password: str) -> bool:
-        """Return whether ``password`` is right for ``user``; see the class notes."""
+        """Return whether ``password`` is right for ``user``; see the class notes.
+
+        Error handling:
+            Never raises: an unknown user, an empty password field, and an entry
+            whose scheme is unsupported (logged) all give False.
+
+        Cancellation:
+            A checkpoint; see the class notes.  A failed check of a user whose
+            scheme is faster than the file's slowest may hash twice (the second
+            time against the dummy, so that timing tells nothing).
+        """
         loaded = await self._current()
         stored = loaded.passwd.lookup(user)
         known = bool(stored)
@@ -398,7 +421,16 @@ class PasswdFileAuthenticator(Authenticator):
         return known and ok
 
     async def get_secret(self, user: str) -> str | None:
-        """Return the plaintext of a PLAIN/CLEARTEXT entry (for APOP, CRAM-MD5), else None."""
+        """Return the plaintext of a PLAIN/CLEARTEXT entry (for APOP, CRAM-MD5), else None.
+
+        Error handling:
+            Never raises: an unknown user, another scheme, or undecodable data all
+            give None.
+
+        Cancellation:
+            A checkpoint only when it checks the file for changes; see the class
+            notes.
+        """
         stored = (await self._current()).passwd.lookup(user)
         if not stored:
             return None
@@ -422,6 +454,13 @@ class PasswdFileAuthenticator(Authenticator):
         verifier (a fresh salt each time would tell a real user from the made-up
         salt the SASL layer shows for an unknown one).  None for an unknown user or a
         scheme that cannot provide a verifier.
+
+        Error handling:
+            Never raises: malformed and unsupported entries give None.
+
+        Cancellation:
+            The verifier (PBKDF2 for a PLAIN entry) is computed in a worker thread
+            under ``limiter``; see the class notes.
         """
         stored = (await self._current()).passwd.lookup(user)
         if not stored:

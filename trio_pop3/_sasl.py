@@ -158,6 +158,11 @@ def make_scram_credentials(
 
     Raises:
         ValueError: SASLprep refuses the password.
+
+    Cancellation:
+        Synchronous and CPU-bound (``iterations`` rounds of PBKDF2): no checkpoint.
+        From trio, call it through :func:`trio.to_thread.run_sync`, whose thread
+        runs to completion even if the call is cancelled.
     """
     if salt is None:
         salt = secrets.token_bytes(_SCRAM_SALT_OCTETS)
@@ -196,9 +201,33 @@ class SASLExchange(Protocol):
 
         Empty ``data`` sends exactly ``"+ "`` (SASL-04).  An empty answer line is ``b""``.
 
+        What follows is what :class:`~trio_pop3.mailbox.MailboxHandler`'s exchange
+        does; another implementation should behave alike.
+
         Raises:
-            SASLCancelled: the client answered ``*``.
-            POP3Error: the answer was not base64 (``-ERR [AUTH]``).
+            SASLCancelled: the client answered ``*`` (answered ``-ERR Authentication
+                aborted by client.``).
+            SASLDecodeError: the answer was not base64 (``-ERR [AUTH] Invalid
+                base64 data in continued response``).  It is a
+                :class:`~trio_pop3.POP3Error`.
+            POP3Error: the answer line was longer than
+                :attr:`~trio_pop3.Limits.max_auth_line` (``-ERR Line too long.``).
+            ClientDisconnected: the client closed or broke the connection, or sent
+                no answer within the login idle timeout (the session ends without a
+                reply, RFC 1939 section 3), or :meth:`~trio_pop3.POP3Server.shutdown`
+                was called (the client is told ``-ERR [SYS/TEMP] Server shutting
+                down.``).  See :meth:`~trio_pop3.POP3Handler.read_line`.
+
+        Cancellation:
+            A checkpoint that waits for the client.  A graceful shutdown ends the
+            wait at once with :class:`~trio_pop3.ClientDisconnected` (above);
+            cancellation of the server raises :class:`trio.Cancelled`.
+
+        Error handling:
+            A mechanism should let all of these propagate.  None of them counts as
+            a failed login: there is no failure delay, and after ``*``, bad base64
+            or a too-long line the session stays in AUTHORIZATION as if AUTH had
+            never been sent (SASL-14).
         """
 
 
@@ -263,7 +292,30 @@ class SASLMechanism(abc.ABC):
             AuthenticationFailed: the credentials are wrong, the user is unknown, or
                 the client's data is malformed; the same text in every case.
             SASLCancelled: the client cancelled (from :meth:`SASLExchange.challenge`).
-            POP3Error: any other reason to answer ``-ERR``.
+            POP3Error: any other reason to answer ``-ERR``, such as the
+                :class:`SASLDecodeError` of :meth:`SASLExchange.challenge`.
+            ClientDisconnected: from :meth:`SASLExchange.challenge`: the client went
+                away or idled out, or the server is shutting down.
+
+        Cancellation:
+            Every ``await`` (:meth:`SASLExchange.challenge`, the authenticator) is a
+            checkpoint.  Cancellation of the server raises :class:`trio.Cancelled`
+            there; let it propagate.  A graceful
+            :meth:`~trio_pop3.POP3Server.shutdown` lets a running exchange go on for
+            its ``grace`` period, except that a wait for the client's next response
+            ends at once (:class:`~trio_pop3.ClientDisconnected`).  State kept in
+            local variables needs no clean-up.
+
+        Error handling:
+            :class:`~trio_pop3.mailbox.MailboxHandler` answers
+            :class:`AuthenticationFailed` after logging the failure and waiting
+            :meth:`~trio_pop3.POP3Handler.delay_failed_login`; any other
+            :class:`~trio_pop3.POP3Error` is answered at once, without a delay.  Any
+            other exception (from the authenticator, say) is logged and answered
+            ``-ERR [SYS/TEMP] Internal error.`` (``catch_errors``), and does not
+            count as a failed login.  In every case the session stays in
+            AUTHORIZATION (SASL-14), unless the client is gone or
+            :attr:`~trio_pop3.Limits.max_auth_failures` is reached.
         """
 
     async def first_response(self, exchange: SASLExchange) -> bytes:
@@ -271,6 +323,17 @@ class SASLMechanism(abc.ABC):
 
         That is the initial response if one was given, else the answer to ``"+ "``
         (SASL-07).
+
+        Raises:
+            SASLCancelled: the client answered ``*``.
+            POP3Error: see :meth:`SASLExchange.challenge` (bad base64, a line too
+                long).
+            ClientDisconnected: see :meth:`SASLExchange.challenge` (the client went
+                away or idled out, or the server is shutting down).
+
+        Cancellation:
+            With an initial response it returns it without a checkpoint; otherwise
+            it is :meth:`SASLExchange.challenge`, a checkpoint.
         """
         if exchange.initial_response is not None:
             return exchange.initial_response
@@ -315,7 +378,14 @@ class PlainMechanism(SASLMechanism):
     initial_response = True
 
     async def authenticate(self, exchange: SASLExchange) -> str:
-        """Run PLAIN; see the class docstring."""
+        """Run PLAIN; see the class docstring.
+
+        Raises:
+            AuthenticationFailed: see :meth:`SASLMechanism.authenticate`.
+
+        Errors from the exchange and the authenticator, and cancellation, are as
+        described in :meth:`SASLMechanism.authenticate`.
+        """
         message = await self.first_response(exchange)
         try:
             authzid, authcid, password = parse_plain(message)
@@ -335,6 +405,10 @@ class PlainMechanism(SASLMechanism):
         """Return whether ``authcid`` (already authenticated) may act as ``authzid``.
 
         Called only for a non-empty authzid.  By default only itself.
+
+        Return False rather than raise to refuse: False is answered ``-ERR [AUTH]``
+        after the failure delay.  An exception is handled as in
+        :meth:`SASLMechanism.authenticate`.
         """
         return authzid == authcid
 
@@ -353,7 +427,14 @@ class LoginMechanism(SASLMechanism):
     initial_response = True
 
     async def authenticate(self, exchange: SASLExchange) -> str:
-        """Run LOGIN; see the class docstring."""
+        """Run LOGIN; see the class docstring.
+
+        Raises:
+            AuthenticationFailed: see :meth:`SASLMechanism.authenticate`.
+
+        Errors from the exchange and the authenticator, and cancellation, are as
+        described in :meth:`SASLMechanism.authenticate`.
+        """
         user_octets = exchange.initial_response
         if user_octets is None:
             user_octets = await exchange.challenge(b"Username:")
@@ -386,7 +467,14 @@ class CramMD5Mechanism(SASLMechanism):
     initial_response = False
 
     async def authenticate(self, exchange: SASLExchange) -> str:
-        """Run CRAM-MD5; see the class docstring."""
+        """Run CRAM-MD5; see the class docstring.
+
+        Raises:
+            AuthenticationFailed: see :meth:`SASLMechanism.authenticate`.
+
+        Errors from the exchange and the authenticator, and cancellation, are as
+        described in :meth:`SASLMechanism.authenticate`.
+        """
         self.reject_initial_response(exchange)
         challenge = cram_md5_challenge(exchange.hostname)
         response = await exchange.challenge(challenge)
@@ -436,7 +524,14 @@ class ScramSHA256Mechanism(SASLMechanism):
         self.fake_iterations = fake_iterations
 
     async def authenticate(self, exchange: SASLExchange) -> str:
-        """Run SCRAM-SHA-256; see the class docstring."""
+        """Run SCRAM-SHA-256; see the class docstring.
+
+        Raises:
+            AuthenticationFailed: see :meth:`SASLMechanism.authenticate`.
+
+        Errors from the exchange and the authenticator, and cancellation, are as
+        described in :meth:`SASLMechanism.authenticate`.
+        """
         message = await self.first_response(exchange)
         try:
             client_first = parse_scram_client_first(message)

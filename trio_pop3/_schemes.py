@@ -481,6 +481,11 @@ def verify_password(stored: str, password: str) -> bool:
     Raises:
         UnsupportedScheme: the scheme or encoding suffix is unknown, or its optional
             library (``bcrypt``, ``argon2-cffi``) is not installed.
+
+    Cancellation:
+        Synchronous, with no checkpoint.  In a worker thread of
+        :func:`trio.to_thread.run_sync` a slow hash runs to completion even when
+        the call is cancelled.
     """
     parsed = _parse(stored)
     _require(parsed)
@@ -517,6 +522,12 @@ def hash_password(
         UnsupportedScheme: see :func:`verify_password`.
         ValueError: an empty or unencodable password, a BLF-CRYPT password over 72
             bytes, or ``rounds`` out of range or not applicable.
+
+    Cancellation:
+        Synchronous, with no checkpoint; BLF-CRYPT, ARGON2* and SCRAM-SHA-256 take
+        milliseconds or more.  From trio, call it through
+        :func:`trio.to_thread.run_sync`, which runs it to completion even when
+        cancelled.
     """
     parsed = _parse("{" + scheme + "}")
     _require(parsed)

@@ -76,6 +76,9 @@ class POP3Server:
         trio.run(server.serve)
 
     In tests, ``listeners = await nursery.start(server.serve)`` with ``port=0``.
+
+    Raises:
+        ValueError: ``pop3s_port`` is given without an ``ssl_context``.
     """
 
     def __init__(
@@ -144,12 +147,19 @@ class POP3Server:
         ``task_status.started()`` reports the list of listeners (plain ones first),
         so tests can bind port 0 and read the real port.
 
+        Raises:
+            OSError: a port cannot be bound (in use, no permission).
+
         Cancellation: cancelling ``serve()`` stops accepting and cancels every
         session; each runs its shielded disconnect hook (rolling back uncommitted
         changes) before ``serve()`` exits.
 
-        Error handling: an exception from a handler is contained to its connection
-        unless ``catch_errors`` is False.
+        Error handling: an exception from a command method is contained to its
+        connection unless ``catch_errors`` is False.  An exception from
+        ``handler_factory``, :meth:`POP3Handler.on_connect` (other than
+        :class:`~trio_pop3.POP3Error`) or :meth:`POP3Handler.greeting` is not: it
+        cancels every session and propagates out of ``serve()`` in an exception
+        group, as with :func:`trio.serve_listeners`.  See :meth:`serve_listeners`.
         """
         plain, secure = await self._open_listeners()
         await self._serve_on(plain, secure, task_status=task_status)
@@ -204,6 +214,26 @@ class POP3Server:
         session is cancelled.  Nothing uncommitted is ever removed: sessions end
         without UPDATE, and each runs its disconnect hook.  :meth:`serve` returns
         when the last session has ended.  Must be called from the trio thread.
+
+        Cancellation:
+            ``shutdown()`` is synchronous and returns at once; it only cancels scopes
+            and sets a deadline.  The listeners close when their accept loops end.
+            A handler waiting for a client line inside a command (a SASL response,
+            :meth:`POP3Handler.read_line`) gets
+            :class:`~trio_pop3.ClientDisconnected` at once, and so does the next
+            :meth:`POP3Handler.read_line` of a command that is still running; the
+            client is then told ``-ERR [SYS/TEMP] Server shutting down.``.  When the
+            ``grace`` deadline passes, the sessions still running get
+            :class:`trio.Cancelled` at their next checkpoint and end without a
+            reply.  A QUIT already committing is not cut short: :meth:`~POP3Handler.commit`
+            and :meth:`~POP3Handler.disconnect` run shielded, each under
+            ``cleanup_timeout``, so :meth:`serve` can take up to ``grace`` plus that
+            long to return.
+
+        Error handling:
+            Never raises.  Calling it again only shortens the deadline (the smaller
+            ``grace`` wins).  Connections accepted after the call are answered
+            ``-ERR [SYS/TEMP] Server shutting down.`` and closed.
         """
         self._draining = True
         if self._accept_scope is not None:
@@ -232,6 +262,27 @@ class POP3Server:
         Behaves like :meth:`serve` (``task_status.started()`` reports the listeners;
         :meth:`shutdown` and cancellation work the same), without binding anything.
         With ``implicit_tls`` every connection starts with a TLS handshake.
+
+        Each listener gets an accept loop of :func:`trio.serve_listeners`, and each
+        connection runs :meth:`handle_stream` in a nursery shared by all sessions.
+
+        Resource handling:
+            The listeners are closed when accepting stops (on :meth:`shutdown`,
+            cancellation or an error); the call returns only after the last session
+            has ended and closed its stream.
+
+        Cancellation:
+            Cancelling it stops accepting and cancels every session; each runs its
+            shielded :meth:`~POP3Handler.disconnect` hook (under ``cleanup_timeout``)
+            and closes its stream before the call exits.
+
+        Error handling:
+            As in :func:`trio.serve_listeners`: an ``accept()`` that fails with
+            EMFILE, ENFILE, ENOMEM or ENOBUFS is logged and retried after 100 ms;
+            any other exception from ``accept()`` ends serving.  An exception that
+            escapes :meth:`handle_stream` (see there) also ends serving: every other
+            session is cancelled, and the exception propagates out of this call
+            wrapped in an exception group.
         """
         if implicit_tls:
             await self._serve_on((), listeners, task_status=task_status)
@@ -239,7 +290,39 @@ class POP3Server:
             await self._serve_on(listeners, (), task_status=task_status)
 
     async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
-        """Serve one client on ``stream`` until the session ends; closes the stream."""
+        """Serve one client on ``stream`` until the session ends; closes the stream.
+
+        A client over the connection limits (:class:`Limits`), or one that arrives
+        after :meth:`shutdown`, is answered ``-ERR [SYS/TEMP] ...`` and the stream is
+        closed; that reply gets at most 5 seconds.  With ``implicit_tls`` the TLS
+        handshake comes first, under ``tls_handshake_timeout``.
+
+        Resource handling:
+            The stream is closed (``trio.aclose_forcefully``) however the session
+            ends, after the handler's :meth:`~POP3Handler.disconnect` hook has run,
+            except when ``handler_factory`` itself raises.
+
+        Cancellation:
+            Cancelling it ends the session without UPDATE: uncommitted deletions are
+            forgotten.  If the session was waiting for a command the client is told
+            ``-ERR [SYS/TEMP] Server shutting down.``.  The shielded
+            :meth:`~POP3Handler.disconnect` hook runs (for up to ``cleanup_timeout``
+            seconds), pending replies are sent if the connection still works, the
+            stream is closed, and :class:`trio.Cancelled` propagates.
+
+        Error handling:
+            A client that goes away, stops reading for ``send_timeout`` seconds,
+            idles past the idle timeout or fails the TLS handshake ends its session
+            quietly: :class:`~trio_pop3.ClientDisconnected` never escapes this method.
+            Exceptions from command methods are answered ``-ERR`` (see
+            ``catch_errors``); with ``catch_errors=False`` one ends the session and
+            propagates.  An exception from ``handler_factory``, from
+            :meth:`~POP3Handler.on_connect` (other than
+            :class:`~trio_pop3.POP3Error`) or from :meth:`~POP3Handler.greeting`
+            always propagates, after the disconnect hook has run (except for
+            ``handler_factory``): under :meth:`serve` or :meth:`serve_listeners` it
+            stops the whole server.
+        """
         peer = _peer_of(stream)
         label = f"{peer[0]}:{peer[1]}" if peer else "memory"
         limits = self.config.limits

@@ -174,6 +174,9 @@ class POP3TestClient:
         Reading after the server closed the connection raises :class:`EOFError`;
         :attr:`closed` tells whether that has happened.  Helpers that need ``+OK``
         (:meth:`login`, :meth:`retr`, ...) raise :class:`UnexpectedReply` otherwise.
+        Sending after the server closed the connection raises
+        ``trio.BrokenResourceError``; any call after :meth:`aclose` raises
+        ``trio.ClosedResourceError``.
 
     Cancellation:
         Safe to cancel between calls; a call cancelled in the middle of a reply
@@ -203,6 +206,15 @@ class POP3TestClient:
             async with serve_on_loopback(server) as (host, port):
                 async with await POP3TestClient.connect(host, port) as client:
                     await client.login("alice", "secret")
+
+        Raises:
+            OSError: the connection cannot be made (refused, unreachable).
+            EOFError: (``read_greeting``) the server closed the connection first.
+            ProtocolViolation: (``read_greeting``, strict) a malformed greeting.
+
+        Cancellation:
+            If reading the greeting is cancelled or fails, the connection is closed
+            before the exception propagates.
         """
         client = cls(await trio.open_tcp_stream(host, port), strict=strict)
         if read_greeting:
@@ -232,6 +244,10 @@ class POP3TestClient:
         Example::
 
             await client.send_raw(b"STAT\\r\\nLIST\\r\\n")  # pipelined
+
+        Raises:
+            trio.BrokenResourceError: the server closed the connection.
+            trio.ClosedResourceError: :meth:`aclose` was called.
         """
         await self.stream.send_all(data.encode("utf-8") if isinstance(data, str) else data)
 
@@ -241,6 +257,10 @@ class POP3TestClient:
         Example::
 
             await client.send_line("NOOP")
+
+        Raises:
+            trio.BrokenResourceError: the server closed the connection.
+            trio.ClosedResourceError: :meth:`aclose` was called.
         """
         await self.send_raw((line.encode("utf-8") if isinstance(line, str) else line) + CRLF)
 
@@ -291,6 +311,11 @@ class POP3TestClient:
 
             async with open_memory_session(MyHandler, timeout=600) as client:
                 assert await client.read_until_closed() == b""  # silent autologout
+
+        Cancellation:
+            It has no timeout of its own: against a server that never closes, it
+            waits until cancelled (wrap it in ``trio.fail_after``).  Bytes read
+            before a cancellation stay buffered for the next read.
         """
         while await self._fill():
             pass
@@ -328,6 +353,10 @@ class POP3TestClient:
 
             client = POP3TestClient(stream)
             greeting = await client.read_greeting()
+
+        Raises:
+            EOFError: the connection closed first.
+            ProtocolViolation: (strict) not a status line, or longer than 512 octets.
         """
         self.greeting = await self.read_reply()
         return self.greeting
@@ -344,6 +373,10 @@ class POP3TestClient:
             await client.send_line("UIDL")
             if (await client.read_reply()).ok:
                 lines = await client.read_data_lines()
+
+        Raises:
+            EOFError: the connection closed before the ``.`` line.
+            ProtocolViolation: (strict) a line ended in a bare LF.
         """
         lines: list[bytes] = []
         while True:
@@ -359,6 +392,11 @@ class POP3TestClient:
 
             reply = await client.command("DELE 1")
             assert reply.ok
+
+        Raises:
+            EOFError: the connection closed before the reply.
+            ProtocolViolation: (strict) a malformed reply.
+            trio.BrokenResourceError: the server closed the connection.
         """
         await self.send_line(line)
         return await self.read_reply()
@@ -373,6 +411,11 @@ class POP3TestClient:
 
             capa = await client.multiline("CAPA")
             assert b"UIDL" in capa.lines
+
+        Raises:
+            EOFError: the connection closed before the end of the reply.
+            ProtocolViolation: (strict) a malformed reply.
+            trio.BrokenResourceError: the server closed the connection.
         """
         reply = await self.command(line)
         if not reply.ok:
@@ -425,6 +468,9 @@ class POP3TestClient:
         Example::
 
             assert await client.list_sizes() == {1: 120, 3: 4711}  # 2 is deleted
+
+        Raises:
+            UnexpectedReply: ``-ERR``, or a line that is not ``number size``.
         """
         reply = await self._require("LIST", multiline=True)
         sizes: dict[int, int] = {}
@@ -441,6 +487,9 @@ class POP3TestClient:
         Example::
 
             before = await client.uidl()
+
+        Raises:
+            UnexpectedReply: ``-ERR``, or a line that is not ``number unique-id``.
         """
         reply = await self._require("UIDL", multiline=True)
         uids: dict[int, str] = {}
@@ -469,6 +518,9 @@ class POP3TestClient:
         Example::
 
             header = await client.top(1, 0)
+
+        Raises:
+            UnexpectedReply: ``-ERR`` (no such message, TOP not supported, ...).
         """
         return (await self._require(f"TOP {number} {lines}", multiline=True)).body
 
@@ -480,6 +532,10 @@ class POP3TestClient:
         Example::
 
             assert (await client.quit()).ok
+
+        Raises:
+            EOFError: the server closed the connection without a reply.
+            trio.BrokenResourceError: the server had already closed the connection.
         """
         return await self.command("QUIT")
 
@@ -490,6 +546,9 @@ class POP3TestClient:
         Example::
 
             await client.aclose()  # the server rolls back: nothing is removed
+
+        Calling it again does nothing more.  Like any ``aclose()``, it closes the
+        stream even when cancelled.
         """
         self._closed_here = True
         await self.stream.aclose()

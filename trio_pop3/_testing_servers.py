@@ -100,7 +100,14 @@ async def open_memory_session(
     Error handling:
         An exception in the body cancels the session and propagates as itself (not
         inside an exception group); so does an exception that escapes the server
-        (only with ``catch_errors=False``).
+        (with ``catch_errors=False``, or from ``on_connect()`` or ``greeting()``).
+        Reading the greeting may raise :class:`EOFError` or
+        :class:`ProtocolViolation` (see :meth:`POP3TestClient.read_greeting`).
+
+    Cancellation:
+        Cancelling the body (or an enclosing scope) cancels the session like a
+        server being cancelled: it ends without UPDATE, its shielded
+        ``disconnect()`` hook runs, and the context exits with the cancellation.
     """
     pop3 = _as_server(server, server_options)
     client_stream: trio.abc.Stream
@@ -159,6 +166,12 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         Example::
 
             stream = await listener.connect()
+
+        Raises:
+            trio.BrokenResourceError: the listener was closed (connection refused).
+
+        Cancellation:
+            The queue is unbounded, so it never waits; it is a checkpoint.
         """
         client: trio.abc.Stream
         server: trio.abc.Stream
@@ -178,6 +191,16 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
 
             client = await listener.open_client()
             assert client.greeting is not None and client.greeting.ok
+
+        Raises:
+            trio.BrokenResourceError: the listener was closed.
+            EOFError: (``read_greeting``) the server closed the connection first.
+            ProtocolViolation: (``read_greeting``, strict) a malformed greeting.
+
+        Cancellation:
+            Waits for the greeting when ``read_greeting`` is on; if that wait is
+            cancelled or fails, the client is closed before the exception
+            propagates.
         """
         client = POP3TestClient(await self.connect(), strict=strict)
         if read_greeting:
@@ -194,6 +217,12 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         Example::
 
             stream = await listener.accept()
+
+        Raises:
+            trio.ClosedResourceError: the listener was closed.
+
+        Cancellation:
+            Waits for a connection; cancelling the wait loses none.
         """
         stream = await self._receive.receive()
         self.accepted += 1
@@ -205,6 +234,9 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         Example::
 
             await listener.aclose()
+
+        Calling it again does nothing more.  It raises nothing but
+        :class:`trio.Cancelled`, and that only once the listener is closed.
         """
         while True:
             try:
@@ -249,9 +281,16 @@ async def serve_on_loopback(
 
             assert await trio.to_thread.run_sync(fetch) == 2
 
+    Raises:
+        OSError: ``host`` cannot be bound.
+
     Resource handling:
         On exit the server is cancelled: open sessions end without UPDATE and run
         their ``disconnect()`` hooks; the listener is closed.
+
+    Cancellation:
+        Cancelling the body (or an enclosing scope) cancels the server in the same
+        way, and the context exits with the cancellation.
 
     Error handling:
         An exception from the body, or one that escapes the server, propagates as

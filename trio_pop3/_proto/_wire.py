@@ -148,6 +148,11 @@ class MessageWriter:
     Attributes:
         done: True once a TOP response is complete: the rest of the message is not
             needed.
+
+    Raises:
+        ValueError: ``body_lines`` is negative.
+
+    Pure and synchronous: no I/O, no checkpoints, nothing to cancel.
     """
 
     __slots__ = ("_body_left", "_in_body", "_norm", "_stuff_next", "done")

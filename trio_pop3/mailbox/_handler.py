@@ -76,6 +76,23 @@ class MailboxHandler(POP3Handler):
         store = MaildirStore("/var/mail")
         users = PasswdFileAuthenticator("/etc/trio-pop3/passwd")
         server = POP3Server(functools.partial(MailboxHandler, store, users))
+
+    Raises:
+        ValueError: ``expire`` is neither a number of days >= 0 nor ``"NEVER"``, or
+            ``utf8_legacy`` is neither ``"refuse"`` nor ``"send"``.
+
+    Error handling:
+        The ``pop3_*`` command methods answer a client error by raising
+        :class:`~trio_pop3.POP3Error` (``-ERR``, the session goes on).  Wrong
+        credentials get ``-ERR [AUTH]`` after :meth:`login_failed`.  Errors of the
+        store, the maildrop and the authenticator are answered as described at
+        :class:`MailStore`, :class:`Mailbox` and :class:`Authenticator`: a
+        :class:`~trio_pop3.MailboxError` with its code, anything else ``-ERR
+        [SYS/TEMP] Internal error.`` (``catch_errors``).
+
+    Resource handling:
+        The maildrop opened at login stays locked until QUIT (:meth:`commit`
+        closes it before ``+OK``) or the end of the session (:meth:`disconnect`).
     """
 
     def __init__(
@@ -249,7 +266,16 @@ class MailboxHandler(POP3Handler):
         await self.login(user)
 
     async def login_failed(self, user: str) -> NoReturn:
-        """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``."""
+        """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``.
+
+        Raises:
+            AuthenticationFailed: always, after the delay.
+
+        Cancellation:
+            Waits in :meth:`~trio_pop3.POP3Handler.delay_failed_login` (see there):
+            cancellable.  The warning is logged and the failure counted before the
+            wait.
+        """
         peer = self.peer
         logger.warning(
             "authentication failure: user=%s rip=%s", log_name(user), peer[0] if peer else "-"
@@ -261,8 +287,22 @@ class MailboxHandler(POP3Handler):
         """Open and lock ``user``'s maildrop, then enter TRANSACTION (RFC 1939 §4).
 
         Raises:
-            POP3Error: ``[IN-USE]`` or ``[SYS/...]`` when the maildrop can't be opened;
-                the lock is released before the reply (STATE-03).
+            POP3Error: ``[LOGIN-DELAY]`` when :class:`LoginDelay` refuses the login;
+                ``[IN-USE]`` or ``[SYS/...]`` when the maildrop can't be opened or
+                listed; the lock is released before the reply (STATE-03).
+            ClientDisconnected: from sending ``+OK``.
+
+        Cancellation:
+            :meth:`MailStore.open` and :meth:`Mailbox.list_messages` are awaited
+            unshielded.  If the listing raises or is cancelled, :meth:`Mailbox.close`
+            is called at once (in the cancelled scope, if cancelled) and the
+            exception propagates; once the maildrop is in ``self.mailbox``,
+            :meth:`disconnect` closes it.
+
+        Error handling:
+            Any exception from the store or the maildrop propagates unchanged (see
+            :meth:`MailStore.open` and :meth:`Mailbox.list_messages` for how it is
+            answered); the session stays in AUTHORIZATION.
         """
         if self.login_delay is not None:
             self.login_delay.check(user)
@@ -382,7 +422,23 @@ class MailboxHandler(POP3Handler):
 
     # -- update and disconnect ------------------------------------------------------------
     async def commit(self) -> None:
-        """Remove the messages marked deleted (RFC 1939 §6, UPDATE state)."""
+        """Remove the messages marked deleted (RFC 1939 §6, UPDATE state).
+
+        :meth:`Mailbox.remove` is called only if messages were deleted;
+        :meth:`Mailbox.close` follows in any case, so the lock is free before the
+        reply to QUIT.
+
+        Raises:
+            MailboxError: from :meth:`Mailbox.remove` (answered to QUIT as ``-ERR``
+                with its code).  Any exception of :meth:`Mailbox.remove` or
+                :meth:`Mailbox.close` propagates; see
+                :meth:`~trio_pop3.POP3Handler.commit` for the reply.
+
+        Cancellation:
+            Shielded under ``cleanup_timeout``, as
+            :meth:`~trio_pop3.POP3Handler.commit` says; when that deadline passes,
+            :meth:`Mailbox.close` still runs, in the cancelled scope.
+        """
         if self.mailbox is None or self.maildrop is None:
             return
         doomed = self.maildrop.deleted()
@@ -402,7 +458,18 @@ class MailboxHandler(POP3Handler):
             await mailbox.close()
 
     async def disconnect(self) -> None:
-        """Release the maildrop lock; uncommitted deletions are simply forgotten."""
+        """Release the maildrop lock; uncommitted deletions are simply forgotten.
+
+        Does nothing if :meth:`commit` already closed the maildrop.
+
+        Cancellation:
+            Shielded under ``cleanup_timeout``, as
+            :meth:`~trio_pop3.POP3Handler.disconnect` says.
+
+        Error handling:
+            An exception of :meth:`Mailbox.close` propagates, and the framework logs
+            and ignores it.
+        """
         mailbox, self.mailbox = self.mailbox, None
         if mailbox is not None:
             await mailbox.close()
@@ -432,6 +499,9 @@ class LoginDelay:
 
         delay = LoginDelay(900)
         factory = functools.partial(MailboxHandler, store, users, login_delay=delay)
+
+    Raises:
+        ValueError: ``seconds`` is negative.
     """
 
     def __init__(self, seconds: int) -> None:
@@ -441,7 +511,21 @@ class LoginDelay:
         self._last: dict[str, float] = {}
 
     def check(self, user: str) -> None:
-        """Raise ``POP3Error([LOGIN-DELAY])`` if ``user`` logged in too recently."""
+        """Raise ``POP3Error([LOGIN-DELAY])`` if ``user`` logged in too recently.
+
+        :meth:`MailboxHandler.login` calls it after the credentials were checked
+        and before the maildrop is opened.
+
+        Raises:
+            POP3Error: ``user``'s last login (:meth:`record`) was less than
+                ``seconds`` ago: ``-ERR [LOGIN-DELAY] Login delay not yet
+                expired.``.  The session stays in AUTHORIZATION; this is not a
+                failed login (no failure delay).
+
+        Cancellation:
+            Synchronous; must be called from the trio thread (it reads trio's
+            clock).
+        """
         last = self._last.get(user)
         if last is not None and trio.current_time() - last < self.seconds:
             raise POP3Error("Login delay not yet expired.", ResponseCode.LOGIN_DELAY)

@@ -508,6 +508,20 @@ class MaildirStore(MailStore):
             MailboxError: the user name is not usable as a directory name, the
                 Maildir is missing (and ``create`` is off) or resolves outside the
                 root (``[SYS/PERM]``), or a file-system error (``[SYS/TEMP]``).
+
+        Cancellation:
+            Checking (or creating) the Maildir, at the first login and whenever it
+            changed, runs in :func:`trio.to_thread.run_sync`: a cancelled call waits
+            for that thread to finish, and may even return the locked mailbox, in
+            which case the cancellation takes effect at the caller's next
+            checkpoint (and the caller must close it).  Waiting for a held lock
+            (``lock_wait``) sleeps in steps of ``LOCK_RETRY_INTERVAL`` (0.1 s)
+            and is cancelled at once.  When it raises, no lock is held.
+
+        Error handling:
+            File-system errors are logged (with the user name, never a password)
+            and raised as :class:`~trio_pop3.MailboxError`; the ``OSError`` is its
+            ``__cause__``.
         """
         if not is_safe_username(user):
             raise MailboxError("Invalid mailbox name.", ResponseCode.SYS_PERM)
@@ -718,7 +732,17 @@ class MaildirMailbox(Mailbox):
         Dot files and anything not a regular file (symlinks included) are skipped.
 
         Raises:
-            MailboxError: a directory cannot be listed or a message cannot be read.
+            MailboxError: a directory cannot be listed or a message cannot be read
+                (``[SYS/TEMP]``, logged; the Maildir is checked again at the next
+                login), or the mailbox is closed.
+
+        Cancellation:
+            A small maildrop listed before, with all sizes known, is listed in the
+            event loop without a checkpoint.  Otherwise the listing runs in
+            :func:`trio.to_thread.run_sync`: a cancelled call waits for the thread
+            to finish, returns its listing (kept, so a later call returns it
+            without listing again), and the cancellation takes effect at the
+            caller's next checkpoint.
         """
         self._check_open()
         if self._messages is None:
@@ -737,8 +761,19 @@ class MaildirMailbox(Mailbox):
 
         Raises:
             MailboxError: the message vanished, is not a regular file (a symlink is
-                refused), or cannot be read.
+                refused), or cannot be read (``[SYS/TEMP]``, logged), or the mailbox
+                is closed.
             ValueError: ``message`` is not from this mailbox's listing.
+
+        Resource handling:
+            The file is open only while the iterator runs; it is closed without
+            awaiting when the iterator finishes, fails or is closed early.
+
+        Cancellation:
+            A read in a worker thread (messages over 64 KiB, and the search for a
+            moved file) is not interrupted: a cancelled ``__anext__()`` waits for
+            that chunk and yields it, and the cancellation takes effect at the
+            caller's next checkpoint.
         """
         self._check_open()
         location = self._location(message)
@@ -831,10 +866,19 @@ class MaildirMailbox(Mailbox):
         even if some fail.  No other file is touched.
 
         Raises:
-            MailboxError: some files could not be removed (``[SYS/TEMP]``); the
-                others were removed.
+            MailboxError: some files could not be removed, or a directory could not
+                be fsynced (``[SYS/TEMP]``; each failure is logged); the others were
+                removed.  Also when the mailbox is closed (nothing is removed).
             ValueError: a message is not from this mailbox's listing (nothing is
                 removed).
+
+        Cancellation:
+            The unlinks and fsyncs run in one call of
+            :func:`trio.to_thread.run_sync`, which is not interrupted: a cancelled
+            call (the cleanup deadline of QUIT passed) waits until every file was
+            tried and the directories were fsynced, then returns or raises its
+            :class:`~trio_pop3.MailboxError` as usual; the cancellation takes effect
+            at the caller's next checkpoint.
         """
         self._check_open()
         locations = [self._location(message) for message in messages]
@@ -882,7 +926,16 @@ class MaildirMailbox(Mailbox):
         return failures
 
     async def close(self) -> None:
-        """Release the maildrop lock.  Calling it again does nothing."""
+        """Release the maildrop lock.  Calling it again does nothing.
+
+        Cancellation:
+            Never awaits, so it releases the lock even when called in a cancelled
+            scope; it is not a checkpoint.
+
+        Error handling:
+            Never raises: a failed ``flock(LOCK_UN)`` is ignored, as closing the
+            descriptor releases the lock anyway.
+        """
         self._closed = True
         fd, self._lock_fd = self._lock_fd, None
         if fd is None:
@@ -931,6 +984,18 @@ def deliver(
 
     Returns:
         The file name in ``new/``.
+
+    Raises:
+        OSError: a directory cannot be created, or the message cannot be written,
+            fsynced or linked into ``new/`` (``FileExistsError`` should its unique
+            name already exist): nothing is delivered, and a file written to
+            ``tmp/`` is removed.  If only the final fsync of ``new/`` fails, the
+            message has been delivered but may not survive a crash.
+
+    Cancellation:
+        Blocking and synchronous: no checkpoint.  Through
+        :func:`trio.to_thread.run_sync` it runs to completion even when the call is
+        cancelled.
 
     Example::
 

@@ -56,7 +56,14 @@ class MemoryStore(MailStore):
         return user in self._locked
 
     async def open(self, user: str) -> MemoryMailbox:
-        """Lock ``user``'s maildrop and return it (an unknown user has an empty one)."""
+        """Lock ``user``'s maildrop and return it (an unknown user has an empty one).
+
+        Raises:
+            MailboxInUse: another session holds ``user``'s maildrop.
+
+        Cancellation:
+            Never awaits: not a checkpoint, so it is never cancelled half-way.
+        """
         if user in self._locked:
             raise MailboxInUse()
         self._locked.add(user)
@@ -68,7 +75,12 @@ class MemoryStore(MailStore):
 
 @final
 class MemoryMailbox(Mailbox):
-    """An open maildrop of a :class:`MemoryStore`."""
+    """An open maildrop of a :class:`MemoryStore`.
+
+    Its methods never await (none is a checkpoint, so none is cancelled half-way)
+    and raise nothing for a message of its own listing; :meth:`close` may be called
+    any number of times.
+    """
 
     def __init__(self, store: MemoryStore, user: str) -> None:
         self._store = store
@@ -110,6 +122,8 @@ class MemoryAuthenticator(Authenticator):
     Example::
 
         auth = MemoryAuthenticator({"alice": "secret"})
+
+    Its methods never await (none is a checkpoint) and never raise.
     """
 
     def __init__(self, users: Mapping[str, str]) -> None:
