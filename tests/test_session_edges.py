@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -11,7 +12,7 @@ import trio.testing
 from pop3_support import FAST_LIMITS, MAILBOX_USERS, Client, memory_session
 
 import trio_pop3
-from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
+from trio_pop3.mailbox import Authenticator, MailboxHandler, MemoryAuthenticator, MemoryStore
 from trio_pop3.testing import MemoryListener
 
 
@@ -111,3 +112,81 @@ async def test_trickling_client_is_logged_out(autojump_clock: trio.testing.MockC
                 break
         assert await session.client.read_to_eof() == b""
         assert 600 <= trio.current_time() - start < 1100
+
+
+async def test_error_mid_body_closes_instead_of_injecting_err() -> None:
+    """An exception after part of a multi-line reply is sent ends the connection."""
+
+    class Handler(trio_pop3.POP3Handler):
+        extra_commands = {"XBODY": ["AUTH"], "XEARLY": ["AUTH"]}
+
+        async def pop3_XBODY(self, arg: str | None) -> None:
+            async def lines() -> AsyncIterator[bytes]:
+                for _ in range(10_000):  # past the flush threshold: on the wire
+                    yield b"x" * 100
+                raise RuntimeError("backend broke")
+
+            await self.send_data("here it comes", lines())
+
+        async def pop3_XEARLY(self, arg: str | None) -> None:
+            async def lines() -> AsyncIterator[bytes]:
+                yield b"first line"
+                raise RuntimeError("backend broke")
+
+            await self.send_data("here it comes", lines())
+
+    async with memory_session(Handler) as session:
+        # Nothing of the reply was sent yet: it is withdrawn and answered -ERR.
+        assert await session.client.command("XEARLY") == "-ERR [SYS/TEMP] Internal error."
+        assert await session.client.command("XBODY") == "+OK here it comes"
+        rest = await session.client.read_to_eof()
+        assert b"-ERR" not in rest
+        assert not rest.endswith(b"\r\n.\r\n")  # never a terminator after a broken body
+
+
+async def test_on_connect_error_is_contained(nursery: trio.Nursery) -> None:
+    """catch_errors=True: a failing on_connect() costs that client, not the server."""
+
+    class Handler(trio_pop3.POP3Handler):
+        async def on_connect(self) -> None:
+            raise RuntimeError("database down")
+
+    server = trio_pop3.POP3Server(Handler, host="127.0.0.1", port=0, limits=FAST_LIMITS)
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    port = listeners[0].socket.getsockname()[1]
+    for _ in range(2):  # the server survives the first failure
+        client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+        assert await client.reply() == "-ERR [SYS/TEMP] Internal error."
+        assert await client.read_to_eof() == b""
+        await client.aclose()
+
+
+async def test_handler_factory_error_is_contained(nursery: trio.Nursery) -> None:
+    def factory() -> trio_pop3.POP3Handler:
+        raise RuntimeError("no handler today")
+
+    server = trio_pop3.POP3Server(factory, host="127.0.0.1", port=0, limits=FAST_LIMITS)
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    port = listeners[0].socket.getsockname()[1]
+    for _ in range(2):
+        client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+        assert (await client.reply()).startswith("-ERR [SYS/TEMP]")
+        await client.aclose()
+
+
+async def test_authenticator_raising_authentication_failed_is_throttled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An authenticator that raises AuthenticationFailed gets the same delay as False."""
+
+    class Raising(Authenticator):
+        async def check_password(self, user: str, password: str) -> bool:
+            raise trio_pop3.AuthenticationFailed()
+
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    factory_ = functools.partial(MailboxHandler, store, Raising())
+    async with memory_session(factory_, limits=trio_pop3.Limits()) as session:
+        await session.client.command("USER alice")
+        start = trio.current_time()
+        assert (await session.client.command("PASS secret")).startswith("-ERR [AUTH]")
+        assert trio.current_time() - start >= 2.0  # Limits().auth_failure_delay

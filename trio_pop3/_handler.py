@@ -288,6 +288,7 @@ class POP3Handler:
             :class:`~trio_pop3.ClientDisconnected` from it instead to drop the
             connection.
         """
+        self._s.begin_body()
         await self.send_ok(text, code)
         writer = MessageWriter()
         write = self._s.write
@@ -298,6 +299,7 @@ class POP3Handler:
             for line in lines:
                 await write(writer.feed(_line_bytes(line) + b"\n"))
         await write(writer.finish())
+        self._s.end_body()
 
     async def send_message(
         self,
@@ -335,6 +337,7 @@ class POP3Handler:
             connection, as :class:`~trio_pop3.mailbox.MailboxHandler` does for a
             :class:`~trio_pop3.MailboxError`.
         """
+        self._s.begin_body()
         await self.send_ok(text)
         writer = MessageWriter(body_lines)
         write = self._s.write
@@ -355,6 +358,7 @@ class POP3Handler:
                 if writer.done:
                     break
         await write(writer.finish())
+        self._s.end_body()
 
     async def send_raw(self, *lines: Line) -> None:
         """Send lines exactly as given, each followed by CRLF (no stuffing, no checks).

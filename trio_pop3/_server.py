@@ -355,7 +355,16 @@ class POP3Server:
             logger.debug("%s connected%s", label, " (TLS)" if session.tls else "")
             started = trio.current_time()
             try:
-                await run_session(self.handler_factory(), session)
+                try:
+                    handler = self.handler_factory()
+                except Exception:
+                    if not self.config.catch_errors:
+                        await trio.aclose_forcefully(stream)
+                        raise
+                    logger.exception("%s handler_factory() failed", label)
+                    await _refuse(stream, "Internal error.")
+                    return
+                await run_session(handler, session)
             finally:
                 # One INFO line per session, at its end (plus login and failures).
                 logger.info(

@@ -110,6 +110,9 @@ class Session:
         self.idle = False
         self.bad_commands = 0
         self.auth_failures = 0
+        #: Where the current multi-line reply began: (output buffer length, sends).
+        self.body_start: tuple[int, int] | None = None
+        self.sends = 0
         # For the session's log line: who logged in, commands run, octets sent.
         self.user: str | None = None
         self.commands = 0
@@ -137,6 +140,26 @@ class Session:
         else:
             await self._send(data)
 
+    def begin_body(self) -> None:
+        """Note that a multi-line reply starts here (before its ``+OK``)."""
+        self.body_start = (len(self._out), self.sends)
+
+    def end_body(self) -> None:
+        """Note that the multi-line reply is complete."""
+        self.body_start = None
+
+    def abandon_body(self) -> bool:
+        """Drop an unfinished multi-line reply if none of it was sent yet.
+
+        Returns False if part of it is already on the wire: the only honest way out is
+        then to close the connection.
+        """
+        start, self.body_start = self.body_start, None
+        if start is None or start[1] != self.sends:
+            return False
+        del self._out[start[0] :]
+        return True
+
     def drain(self) -> None:
         """Ask the session to end before its next command (graceful shutdown)."""
         self.draining = True
@@ -163,6 +186,7 @@ class Session:
         if self.broken:
             raise _ClientGone("connection already broken")
         self.broken = True  # until send_all completes: a cancelled send_all is final
+        self.sends += 1
         timeout = self.config.send_timeout
         # A bare CancelScope, not fail_after(): one send per reply, and the
         # context-manager wrapper cost more than the scope itself.
@@ -302,15 +326,23 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
 async def _converse(handler: POP3Handler, session: Session) -> None:
     try:
         await handler.on_connect()
+        greeting = handler.greeting()
     except POP3Error as exc:
         await handler.send_err(exc.text, exc.code)
+        await session.flush()
+        return
+    except Exception:
+        if not session.config.catch_errors:
+            raise
+        logger.exception("%s on_connect()/greeting() failed", session.label)
+        await handler.send_err("Internal error.", ResponseCode.SYS_TEMP)
         await session.flush()
         return
     if session.is_closing():
         await session.flush()
         return
     handler._set_state(State.AUTHORIZATION)
-    await handler.send_ok(handler.greeting())
+    await handler.send_ok(greeting)
     limits = session.config.limits
     while not session.is_closing():
         state = handler.state
@@ -361,11 +393,20 @@ async def _dispatch(handler: POP3Handler, session: Session, name: str, arg: str 
             _count_bad(session)
             return
         await method(arg)
-    except POP3Error as exc:
-        await handler.send_err(exc.text, exc.code)
     except (_ClientGone, trio.Cancelled):
         raise
     except Exception as exc:
+        if session.body_start is not None and not session.abandon_body():
+            # "+OK" and part of the body are on the wire: a -ERR now would read as
+            # data.  Ending the connection is the only honest answer (no UPDATE).
+            logger.error(
+                "%s %s failed in the middle of its response: %r", session.label, name, exc
+            )
+            session.broken = True
+            raise _ClientGone("error in the middle of a response") from exc
+        if isinstance(exc, POP3Error):
+            await handler.send_err(exc.text, exc.code)
+            return
         config = session.config
         if not config.catch_errors:
             raise

@@ -204,7 +204,11 @@ class MailboxHandler(POP3Handler):
             raise POP3Error("No user name given.")
         if arg is None:
             await self.login_failed(user)
-        if not await self.authenticator.check_password(user, _prepare(arg)):
+        try:
+            ok = await self.authenticator.check_password(user, _prepare(arg))
+        except AuthenticationFailed:  # an authenticator may raise instead of returning
+            ok = False
+        if not ok:
             await self.login_failed(user)
         await self.login(user)
 
@@ -310,7 +314,7 @@ class MailboxHandler(POP3Handler):
         try:
             messages = await mailbox.list_messages()
         except BaseException:
-            await mailbox.close()
+            await self._close_quietly(mailbox)
             raise
         self.user = user
         self.mailbox = mailbox
@@ -455,7 +459,20 @@ class MailboxHandler(POP3Handler):
         finally:
             # Release the lock before the reply, so a client that reconnects as soon
             # as it reads +OK is not refused with [IN-USE].
-            await mailbox.close()
+            await self._close_quietly(mailbox)
+
+    async def _close_quietly(self, mailbox: Mailbox) -> None:
+        """Close ``mailbox`` even in a cancelled scope; log, never raise, its errors.
+
+        A close that fails must not turn a good QUIT into an error, and a close that
+        awaits must still release the lock when the surrounding scope was cancelled.
+        """
+        session = self._s
+        with trio.move_on_after(session.config.cleanup_timeout, shield=True):
+            try:
+                await mailbox.close()
+            except Exception:
+                logger.exception("%s closing the maildrop failed", session.label)
 
     async def disconnect(self) -> None:
         """Release the maildrop lock; uncommitted deletions are simply forgotten.
