@@ -56,7 +56,8 @@ class Maildrop(Generic[M]):
     __slots__ = ("_deleted", "_messages", "_total")
 
     def __init__(self, messages: Sequence[M]) -> None:
-        self._messages = tuple(messages)
+        # A backend's cached tuple is shared, not copied: an idle session is cheap.
+        self._messages = messages if isinstance(messages, tuple) else tuple(messages)
         self._deleted: set[int] = set()
         self._total = sum(m.size for m in self._messages)
 

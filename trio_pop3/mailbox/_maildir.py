@@ -721,6 +721,9 @@ class MaildirMailbox(Mailbox):
 
     def _location(self, message: MessageInfo) -> _Location:
         key = message.key
+        if not self._by_uid and self._messages:
+            # Built on the first read only: an idle session never pays for it.
+            self._by_uid = {info.uid: info.key for info in self._messages}
         if not isinstance(key, _Location) or self._by_uid.get(message.uid) != key:
             raise ValueError(f"message {message.uid!r} is not from this maildrop listing")
         return self._moved.get(key.base, key)
@@ -747,7 +750,6 @@ class MaildirMailbox(Mailbox):
         self._check_open()
         if self._messages is None:
             messages = await self._store._snapshot(self._path)
-            self._by_uid = {info.uid: info.key for info in messages}
             self._messages = messages
         return self._messages
 
