@@ -541,3 +541,39 @@ def test_auth_failure_delay_option(tmp_path: Path) -> None:
     assert build_parser().parse_args(base).auth_failure_delay == 2.0
     with pytest.raises(UsageError, match="must be >= 0"):
         build_parser().parse_args([*base, "--auth-failure-delay", "-1"])
+
+
+def test_demo_without_arguments_survives_a_busy_default_port(tmp_path: Path) -> None:
+    """`trio-pop3 demo` needs no arguments even when 1110 is taken: it picks a free port."""
+    from trio_pop3._cli import DEMO_PORT
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind((HOST, DEMO_PORT))
+        except OSError:
+            pass  # already taken by someone else: the point of the test either way
+        holder.listen()
+        stdout_path = tmp_path / "demo.out"
+        with stdout_path.open("wb") as out:
+            process = subprocess.Popen(
+                cli_command("demo"),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                env=cli_env(),
+            )
+        try:
+            match = wait_for_output(
+                stdout_path, r"serving 3 sample messages on 127\.0\.0\.1:(\d+)$", process
+            )
+            port = int(match.group(1))
+            assert port != DEMO_PORT
+            client = poplib.POP3(HOST, port, timeout=10)
+            client.user("demo")
+            client.pass_("demo")
+            assert client.stat()[0] == 3
+            client.quit()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import tempfile
@@ -167,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     hashp.add_argument("--password", help="the password (default: prompt, or read stdin)")
 
     demo = sub.add_parser("demo", help="serve sample mail on 127.0.0.1, no set-up needed")
-    demo.add_argument("--port", type=_port, default=DEMO_PORT, help="port (default: 1110)")
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="port (default: 1110, or any free port if 1110 is taken)",
+    )
     demo.add_argument("--debug", action="store_true", help="log a wire transcript")
     return parser
 
@@ -385,10 +391,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             deliver(maildir, message)
         users = tmp / "passwd"
         users.write_text(f"{DEMO_USER}:{{PLAIN}}{DEMO_PASSWORD}\n")
+        port = args.port
+        if port is None:
+            # "No arguments needed": a second demo, or anything else on 1110, must
+            # not stop the first run of a newcomer.
+            port = DEMO_PORT if _port_free("127.0.0.1", DEMO_PORT) else 0
         server = _make_server(
             MaildirStore(tmp / "mail"),
             PasswdFileAuthenticator(users),
-            port=args.port,
+            port=port,
             host="127.0.0.1",
             debug=args.debug,
         )
@@ -401,6 +412,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _demo_instructions(port: str) -> str:
