@@ -262,7 +262,8 @@ class POP3Handler:
     async def _reply(self, line: bytes) -> None:
         session = self._s
         session.log_sent(line)
-        await session.write(line)
+        if not session.queue_small(line):
+            await session.write(line)
 
     async def send_data(
         self,

@@ -125,6 +125,17 @@ class Session:
         self.label = f"{peer[0]}:{peer[1]}" if peer else "memory"
 
     # -- output ------------------------------------------------------------
+    def queue_small(self, data: bytes) -> bool:
+        """Queue ``data`` if that needs no send now; return whether it was queued.
+
+        The common case of :meth:`write` (a reply line into a buffer with room)
+        without a coroutine.
+        """
+        if len(self._out) + len(data) < FLUSH_THRESHOLD:
+            self._out += data
+            return True
+        return False
+
     async def write(self, data: bytes) -> None:
         """Queue ``data``; send when the buffer is large."""
         out = self._out
@@ -139,6 +150,15 @@ class Session:
                 del out[:]
         else:
             await self._send(data)
+
+    def buffered_line(self) -> bytes | LineTooLong | None:
+        """Return a complete line already received, or None (then use :meth:`read_line`)."""
+        if self.draining:
+            return None
+        try:
+            return self.inbuf.next_line()
+        except BufferOverflow:
+            return None  # read_line raises it again and ends the session
 
     def begin_body(self) -> None:
         """Note that a multi-line reply starts here (before its ``+OK``)."""
@@ -346,7 +366,11 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
     limits = session.config.limits
     while not session.is_closing():
         state = handler.state
-        line = await session.read_line(state)
+        # A pipelined command is usually buffered already: take it without the
+        # coroutine round trip of read_line (which also waits, flushes and times).
+        line = session.buffered_line()
+        if line is None:
+            line = await session.read_line(state)
         if line is None:
             # RFC 1939 section 3: on autologout, close without UPDATE and without reply.
             logger.info("%s idle timeout in %s", session.label, state.name)
