@@ -79,16 +79,7 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Show trio_pop3.POP3Server, not trio_pop3._server.POP3Server, in tracebacks/docs.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("trio_pop3._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):
-                pass
+from ._util import fixup_module_metadata as _fixup_module_metadata
 
-
-_fixup_module_metadata()
+_fixup_module_metadata(__name__, globals())
 del _fixup_module_metadata

@@ -57,16 +57,7 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Show trio_pop3.mailbox.MaildirStore, not trio_pop3.mailbox._maildir.MaildirStore.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("trio_pop3."):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):
-                pass
+from .._util import fixup_module_metadata as _fixup_module_metadata
 
-
-_fixup_module_metadata()
+_fixup_module_metadata(__name__, globals())
 del _fixup_module_metadata

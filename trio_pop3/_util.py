@@ -1,0 +1,28 @@
+"""Small helpers shared by the package's public modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["fixup_module_metadata"]
+
+
+def fixup_module_metadata(module_name: str, namespace: Mapping[str, object]) -> None:
+    """Make the public names of ``module_name`` report it as their home.
+
+    Tracebacks, reprs and the documentation then show ``trio_pop3.POP3Server``
+    rather than ``trio_pop3._server.POP3Server``.  Only names defined in a private
+    module (a dotted path with a part starting with ``_``) are changed.
+    """
+    names = namespace["__all__"]
+    assert isinstance(names, list)
+    for name in names:
+        obj = namespace[name]
+        module = getattr(obj, "__module__", None)
+        if not isinstance(module, str) or not module.startswith("trio_pop3."):
+            continue
+        if any(part.startswith("_") for part in module.split(".")[1:]):
+            try:
+                obj.__module__ = module_name
+            except (AttributeError, TypeError):
+                pass
