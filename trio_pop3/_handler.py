@@ -286,25 +286,17 @@ class POP3Handler:
             checkpoints.  The iterable is not closed when the call ends early.
 
         Error handling:
-            An exception from iterating ``lines`` propagates with the response
-            incomplete (``+OK`` and part of the body may already be queued or
-            sent).  Letting it reach the framework answers ``-ERR`` in the middle of
-            the multi-line body, which the client takes for a data line; raise
-            :class:`~trio_pop3.ClientDisconnected` from it instead to drop the
-            connection.
+            An exception from iterating ``lines`` propagates.  If it reaches the
+            framework while nothing of the reply has left the server yet, the reply is
+            withdrawn and the command answered ``-ERR`` as usual; if part of it was
+            already sent, the connection is closed (a ``-ERR`` would read as data).
         """
-        self._s.begin_body()
-        await self.send_ok(text, code)
-        writer = MessageWriter()
-        write = self._s.write
+        chunks: AsyncIterable[bytes] | Iterable[bytes]
         if isinstance(lines, AsyncIterable):
-            async for line in lines:
-                await write(writer.feed(_line_bytes(line) + b"\n"))
+            chunks = (_line_bytes(line) + b"\n" async for line in lines)
         else:
-            for line in lines:
-                await write(writer.feed(_line_bytes(line) + b"\n"))
-        await write(writer.finish())
-        self._s.end_body()
+            chunks = (_line_bytes(line) + b"\n" for line in lines)
+        await self._send_body(text, code, chunks, MessageWriter())
 
     async def send_message(
         self,
@@ -334,18 +326,25 @@ class POP3Handler:
             checkpoints.
 
         Error handling:
-            An exception from ``chunks`` propagates with the response incomplete
-            (``+OK`` and part of the message may already be queued or sent).
-            Letting it reach the framework answers ``-ERR`` in the middle of the
-            multi-line body, which the client takes for a data line; raise
-            :class:`~trio_pop3.ClientDisconnected` from it instead to drop the
-            connection, as :class:`~trio_pop3.mailbox.MailboxHandler` does for a
-            :class:`~trio_pop3.MailboxError`.
+            An exception from ``chunks`` propagates.  If it reaches the framework
+            while nothing of the reply has left the server yet, the reply is
+            withdrawn and the command answered ``-ERR`` as usual; if part of it was
+            already sent, the connection is closed (a ``-ERR`` would read as data).
         """
-        self._s.begin_body()
-        await self.send_ok(text)
-        writer = MessageWriter(body_lines)
-        write = self._s.write
+        await self._send_body(text, None, chunks, MessageWriter(body_lines))
+
+    async def _send_body(
+        self,
+        text: str,
+        code: ResponseCode | str | None,
+        chunks: AsyncIterable[bytes] | Iterable[bytes],
+        writer: MessageWriter,
+    ) -> None:
+        """Send ``+OK``, then ``chunks`` through ``writer``, then the terminator."""
+        session = self._s
+        session.begin_body()
+        await self.send_ok(text, code)
+        write = session.write
         if isinstance(chunks, AsyncIterable):
             iterator = chunks.__aiter__()
             try:
@@ -363,7 +362,7 @@ class POP3Handler:
                 if writer.done:
                     break
         await write(writer.finish())
-        self._s.end_body()
+        session.end_body()
 
     async def send_raw(self, *lines: Line) -> None:
         """Send lines exactly as given, each followed by CRLF (no stuffing, no checks).
