@@ -544,3 +544,24 @@ def test_callable_type() -> None:
     # POP3Server takes any zero-argument factory (class, partial, closure).
     factory: Callable[[], SkeletonHandler] = functools.partial(SkeletonHandler)
     assert POP3Server(factory).handler_factory is factory
+
+
+async def test_tcp_nodelay_on_accepted_connections(nursery: trio.Nursery) -> None:
+    """Replies must not wait for the client's delayed ACK (Nagle): TCP_NODELAY is on."""
+    import socket
+
+    seen: list[int] = []
+
+    class Probe(SkeletonHandler):
+        async def on_connect(self) -> None:
+            stream = self._s.stream
+            assert isinstance(stream, trio.SocketStream)
+            seen.append(stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = POP3Server(Probe, host="127.0.0.1", port=0)
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    stream = await trio.open_tcp_stream("127.0.0.1", listeners[0].socket.getsockname()[1])
+    client = Client(stream)
+    assert (await client.reply()).startswith("+OK")
+    assert seen == [1]
+    await client.aclose()

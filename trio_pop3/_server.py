@@ -324,6 +324,7 @@ class POP3Server:
             stops the whole server.
         """
         peer = _peer_of(stream)
+        _set_nodelay(stream)
         label = f"{peer[0]}:{peer[1]}" if peer else "memory"
         limits = self.config.limits
         address = peer[0] if peer else ""
@@ -388,6 +389,20 @@ async def _refuse(stream: trio.abc.Stream, text: str) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await trio.aclose_forcefully(stream)
+
+
+def _set_nodelay(stream: trio.abc.Stream) -> None:
+    """Turn Nagle's algorithm off: a reply must never wait for the client's ACK.
+
+    trio's SocketStream already does this; it is stated here because a reply split
+    into small writes under Nagle and delayed ACK costs 40 ms per command (measured
+    on a peer server), and a custom listener may hand over another stream type.
+    """
+    if isinstance(stream, trio.SocketStream):
+        try:
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        except OSError:  # pragma: no cover - not a TCP socket (e.g. a Unix socket)
+            pass
 
 
 def _peer_of(stream: trio.abc.Stream) -> tuple[str, int] | None:
