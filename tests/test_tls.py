@@ -404,3 +404,22 @@ async def test_curl_ssl_reqd_fails_without_tls(nursery: trio.Nursery) -> None:
     )
     assert result.returncode != 0
     assert result.stdout == b""
+
+
+@pytest.mark.rfc("8314", "3.4")
+async def test_pop3s_quit_sends_close_notify(
+    tls_server: TLSServer, client_context: ssl.SSLContext
+) -> None:
+    """CONN-04: the server ends an implicit-TLS session with close_notify, not a bare FIN.
+
+    trio's SSLStream (https_compatible=False) treats a TCP close without close_notify
+    as a truncation attack and raises BrokenResourceError; a clean close reads b"".
+    """
+    stream = await trio.open_ssl_over_tcp_stream(
+        "127.0.0.1", tls_server.pop3s_port, ssl_context=client_context
+    )
+    client = Client(stream)
+    await client.reply()
+    assert await client.command("QUIT") == "+OK goodbye"
+    assert await client.read_to_eof() == b""
+    await client.aclose()

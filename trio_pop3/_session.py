@@ -340,7 +340,24 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                     pass
         if scope.cancelled_caught:
             logger.warning("%s disconnect() hook timed out", session.label)
-        await trio.aclose_forcefully(session.stream)
+        await _close_stream(session)
+
+
+#: Time given to a TLS close_notify exchange when a session ends cleanly.
+TLS_CLOSE_TIMEOUT = 5.0
+
+
+async def _close_stream(session: Session) -> None:
+    """Close the connection; over TLS, say close_notify first (RFC 8314 section 3.4)."""
+    stream = session.stream
+    if session.tls and not session.broken:
+        with trio.move_on_after(TLS_CLOSE_TIMEOUT, shield=True):
+            try:
+                await stream.aclose()  # SSLStream: sends close_notify, then closes
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+    await trio.aclose_forcefully(stream)
 
 
 async def _converse(handler: POP3Handler, session: Session) -> None:
