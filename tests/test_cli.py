@@ -577,3 +577,17 @@ def test_demo_without_arguments_survives_a_busy_default_port(tmp_path: Path) -> 
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0
+
+
+def test_short_timeout_is_warned_about(config: MailSetup) -> None:
+    """TIME-02: a post-login timeout under 10 minutes is allowed but logged as a warning."""
+    with socket.socket() as holder:  # stop right after the configuration is read
+        holder.bind((HOST, 0))
+        holder.listen()
+        args = serve_args(config, "--timeout", "60")
+        args[args.index("--port") + 1] = str(holder.getsockname()[1])
+        result = run_cli(*args)
+    assert b"--timeout 60 is below RFC 1939's minimum of 600 seconds" in result.stderr
+    assert result.stderr.rstrip().endswith(
+        b"trio-pop3: error: cannot listen: Address already in use"
+    )

@@ -268,6 +268,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.debug)
     if not args.maildir_root.is_dir():
         raise UsageError(f"--maildir-root {args.maildir_root}: not a directory")
+    if args.timeout < DEFAULT_IDLE_TIMEOUT:
+        # RFC 1939 section 3 (TIME-02): an autologout timer is at least 10 minutes.
+        logger.warning(
+            "--timeout %g is below RFC 1939's minimum of %g seconds after login",
+            args.timeout,
+            DEFAULT_IDLE_TIMEOUT,
+        )
     try:
         authenticator = PasswdFileAuthenticator(args.users)
     except PasswdFileError as exc:
