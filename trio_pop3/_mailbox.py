@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ._proto._sasl import scram_server_keys
+
 __all__ = ["Authenticator", "MailStore", "Mailbox", "MessageInfo", "ScramCredentials"]
 
 
@@ -277,10 +279,5 @@ _SALT_KEY = os.urandom(32)
 def _derive_scram(user: str, secret: str) -> ScramCredentials:
     salt = hmac.digest(_SALT_KEY, user.encode("utf-8"), "sha256")[:16]
     salted = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8"), salt, DERIVED_SCRAM_ITERATIONS)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    return ScramCredentials(
-        iterations=DERIVED_SCRAM_ITERATIONS,
-        salt=salt,
-        stored_key=hashlib.sha256(client_key).digest(),
-        server_key=hmac.digest(salted, b"Server Key", "sha256"),
-    )
+    stored_key, server_key = scram_server_keys(salted)
+    return ScramCredentials(DERIVED_SCRAM_ITERATIONS, salt, stored_key, server_key)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._mailbox import ScramCredentials
-from ._proto._sasl import saslprep
+from ._proto._sasl import saslprep, scram_server_keys
 
 __all__ = [
     "ARGON2_MEMORY_COST",
@@ -151,13 +151,8 @@ class UnsupportedScheme(ValueError):
 def _scram_derive(password: bytes, salt: bytes, iterations: int) -> ScramCredentials:
     """RFC 5802 section 3: SaltedPassword, then StoredKey and ServerKey."""
     salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    return ScramCredentials(
-        iterations=iterations,
-        salt=salt,
-        stored_key=hashlib.sha256(client_key).digest(),
-        server_key=hmac.digest(salted, b"Server Key", "sha256"),
-    )
+    stored_key, server_key = scram_server_keys(salted)
+    return ScramCredentials(iterations, salt, stored_key, server_key)
 
 
 def _scram_prepare(password: bytes, *, stored: bool) -> bytes | None:
