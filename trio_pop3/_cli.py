@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, TypeVar
 
 import trio
 
@@ -28,6 +28,8 @@ from .mailbox import Authenticator, MailboxHandler, MailStore
 __all__ = ["main"]
 
 logger = logging.getLogger("trio_pop3")
+
+T = TypeVar("T", int, float)
 
 #: Port of the demo server: an unprivileged stand-in for 110.
 DEMO_PORT = 1110
@@ -46,44 +48,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
+def _number(
+    convert: Callable[[str], T], ok: Callable[[T], bool], what: str, bad: str
+) -> Callable[[str], T]:
+    """An argparse type: ``convert`` the text, then require ``ok`` (NaN never is)."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{bad}: {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+_positive_float = _number(float, lambda v: v > 0, "not a number", "must be positive")
+_non_negative_float = _number(float, lambda v: v >= 0, "not a number", "must be >= 0")
+_port = _number(int, lambda v: 0 <= v <= 65535, "not a port number", "port out of range")
+_count = _number(int, lambda v: v >= 1, "not a number", "must be at least 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
