@@ -190,3 +190,45 @@ async def test_authenticator_raising_authentication_failed_is_throttled(
         start = trio.current_time()
         assert (await session.client.command("PASS secret")).startswith("-ERR [AUTH]")
         assert trio.current_time() - start >= 2.0  # Limits().auth_failure_delay
+
+
+async def test_mailbox_read_error_after_first_chunk() -> None:
+    """A MailboxError from a later chunk: -ERR if nothing was sent yet, else a close."""
+    from trio_pop3 import MailboxError
+    from trio_pop3.mailbox import Mailbox, MailStore, MessageInfo
+
+    class Broken(Mailbox):
+        def __init__(self, chunks_before_error: int) -> None:
+            self.n = chunks_before_error
+
+        async def list_messages(self) -> list[MessageInfo]:
+            return [MessageInfo("u1", 10_000_000)]
+
+        async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+            yield b"Subject: x\\n\\n"
+            for _ in range(self.n):
+                yield b"y" * 99 + b"\\n"
+            raise MailboxError("disk went away")
+
+        async def remove(self, messages: object) -> None:
+            raise AssertionError("never called")
+
+    class Store(MailStore):
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def open(self, user: str) -> Mailbox:
+            return Broken(self.n)
+
+    auth = MemoryAuthenticator(MAILBOX_USERS)
+    # Small: the whole partial reply is still in the output buffer -> withdrawn.
+    async with memory_session(functools.partial(MailboxHandler, Store(3), auth)) as session:
+        await session.client.login()
+        assert await session.client.command("RETR 1") == "-ERR [SYS/TEMP] disk went away"
+        assert (await session.client.command("NOOP")).startswith("+OK")
+    # Large: part of the reply is on the wire -> the connection is closed.
+    async with memory_session(functools.partial(MailboxHandler, Store(10_000), auth)) as session:
+        await session.client.login()
+        assert (await session.client.command("RETR 1")).startswith("+OK")
+        rest = await session.client.read_to_eof()
+        assert not rest.endswith(b"\\r\\n.\\r\\n")

@@ -241,21 +241,10 @@ class POP3Handler:
         Raising :class:`~trio_pop3.POP3Error` from a command does the same.
 
         Raises:
-            ClientDisconnected: the client is gone: the connection broke or was
-                closed, a write made no progress for ``send_timeout`` seconds, or an
-                earlier write had already failed.  Let it propagate: the session
-                ends without UPDATE.
+            ClientDisconnected: as for :meth:`send_ok`.
 
         Cancellation:
-            Output is buffered: a reply normally only joins the session's output
-            buffer, which is sent when it grows past 256 KiB or before the session
-            next waits for the client (the next command, or :meth:`read_line`).
-            Such a call returns without blocking and is not a checkpoint, and a
-            failure to send surfaces in whichever call flushes, not necessarily the
-            one that queued the data.  A call that does flush blocks until the
-            client takes the data; if it is cancelled meanwhile,
-            :class:`trio.Cancelled` propagates and the connection counts as broken:
-            nothing more is sent on it.
+            As for :meth:`send_ok`: usually only buffered, not a checkpoint.
         """
         await self._reply(format_reply(False, text, None if code is None else str(code)))
 

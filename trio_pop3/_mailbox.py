@@ -86,13 +86,11 @@ class Mailbox(abc.ABC):
             :class:`~trio_pop3.mailbox.MailboxHandler` reads the first chunk before
             it answers, so an error raised before the first chunk gets a clean
             ``-ERR`` (a :class:`~trio_pop3.MailboxError` with its text and code) and
-            the session goes on.  After the ``+OK``, a
-            :class:`~trio_pop3.MailboxError` is logged and the connection is closed
+            the session goes on.  An error from a later chunk is answered the same
+            way if nothing of the response has left the server yet (it is withdrawn);
+            once part of it was sent, the error is logged and the connection closed
             without UPDATE, so the client sees a truncated response rather than a
-            wrong message.  Raise only :class:`~trio_pop3.MailboxError`: any other
-            exception after the first chunk is handled as a command's
-            (``catch_errors``), which answers ``-ERR [SYS/TEMP] Internal error.``
-            inside the multi-line body and leaves the connection open.
+            wrong message.
 
         Cancellation:
             The iterator is driven while the reply is sent, so a cancelled session

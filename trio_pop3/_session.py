@@ -364,15 +364,8 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
     try:
         await handler.on_connect()
         greeting = handler.greeting()
-    except POP3Error as exc:
-        await handler.send_err(exc.text, exc.code)
-        await session.flush()
-        return
-    except Exception:
-        if not session.config.catch_errors:
-            raise
-        logger.exception("%s on_connect()/greeting() failed", session.label)
-        await handler.send_err("Internal error.", ResponseCode.SYS_TEMP)
+    except Exception as exc:
+        await _answer_exception(handler, session, exc, "on_connect()/greeting()")
         await session.flush()
         return
     if session.is_closing():
@@ -445,14 +438,24 @@ async def _dispatch(handler: POP3Handler, session: Session, name: str, arg: str 
             )
             session.broken = True
             raise _ClientGone("error in the middle of a response") from exc
-        if isinstance(exc, POP3Error):
-            await handler.send_err(exc.text, exc.code)
-            return
-        config = session.config
-        if not config.catch_errors:
-            raise
-        logger.exception("%s error in %s command", session.label, name)
-        text = (
-            f"{type(exc).__name__}: {exc}" if config.send_errors_to_client else "Internal error."
-        )
-        await handler.send_err(text, ResponseCode.SYS_TEMP)
+        await _answer_exception(handler, session, exc, f"{name} command")
+
+
+async def _answer_exception(
+    handler: POP3Handler, session: Session, exc: Exception, where: str
+) -> None:
+    """Answer ``-ERR`` for an exception from handler code, or re-raise it.
+
+    A :class:`POP3Error` gives its own text and code.  Anything else is logged with the
+    peer and answered ``-ERR [SYS/TEMP]`` (its text only with
+    ``send_errors_to_client``), unless ``catch_errors`` is off: then it propagates.
+    """
+    if isinstance(exc, POP3Error):
+        await handler.send_err(exc.text, exc.code)
+        return
+    config = session.config
+    if not config.catch_errors:
+        raise exc
+    logger.exception("%s error in %s", session.label, where, exc_info=exc)
+    text = f"{type(exc).__name__}: {exc}" if config.send_errors_to_client else "Internal error."
+    await handler.send_err(text, ResponseCode.SYS_TEMP)

@@ -15,8 +15,6 @@ import trio
 
 from .._errors import (
     AuthenticationFailed,
-    ClientDisconnected,
-    MailboxError,
     POP3Error,
     ResponseCode,
 )
@@ -402,11 +400,9 @@ class MailboxHandler(POP3Handler):
             # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.
             await _aclose(chunks)
             raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
-        try:
-            await self.send_message(text, _prepend(first, chunks), body_lines=lines)
-        except MailboxError as exc:
-            logger.error("%s message read failed mid-response: %s", self._s.label, exc.text)
-            raise ClientDisconnected("message read failed") from exc
+        # A MailboxError from a later chunk is the framework's to answer: -ERR if
+        # nothing of the reply has been sent yet, else the connection is closed.
+        await self.send_message(text, _prepend(first, chunks), body_lines=lines)
 
     async def pop3_DELE(self, arg: str | None) -> None:
         """DELE msg (RFC 1939 §5): mark the message deleted; removed only at UPDATE."""
