@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, final
 
 import trio
@@ -26,6 +26,14 @@ from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
 
 __all__ = ["DEFAULT_GREETING", "POP3Server"]
+
+#: accept() errors that mean "out of descriptors or memory for now": log, wait
+#: :data:`ACCEPT_RETRY_DELAY` and try again rather than stop serving (the same set and
+#: delay as :func:`trio.serve_listeners`).
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+#: Seconds to wait after a capacity error from accept() (trio.serve_listeners' value).
+ACCEPT_RETRY_DELAY = 0.1
 
 logger = logging.getLogger("trio_pop3")
 
@@ -197,11 +205,8 @@ class POP3Server:
                 if self._draining:
                     accept.cancel_scope.cancel()
                 for group, tls in ((plain, False), (secure, True)):
-                    if group:
-                        handler = partial(self.handle_stream, implicit_tls=tls)
-                        await accept.start(
-                            partial(trio.serve_listeners, handler, group, handler_nursery=sessions)
-                        )
+                    for listener in group:
+                        await accept.start(self._accept_loop, listener, tls, sessions)
                 task_status.started(plain + secure)
             # Accepting stopped (shutdown()); the sessions nursery waits for the rest.
 
@@ -263,8 +268,8 @@ class POP3Server:
         :meth:`shutdown` and cancellation work the same), without binding anything.
         With ``implicit_tls`` every connection starts with a TLS handshake.
 
-        Each listener gets an accept loop of :func:`trio.serve_listeners`, and each
-        connection runs :meth:`handle_stream` in a nursery shared by all sessions.
+        Each listener gets an accept loop like that of :func:`trio.serve_listeners`, and
+        each connection runs :meth:`handle_stream` in a nursery shared by all sessions.
 
         Resource handling:
             The listeners are closed when accepting stops (on :meth:`shutdown`,
@@ -288,6 +293,41 @@ class POP3Server:
             await self._serve_on((), listeners, task_status=task_status)
         else:
             await self._serve_on(listeners, (), task_status=task_status)
+
+    async def _accept_loop(
+        self,
+        listener: trio.abc.Listener[Any],
+        implicit_tls: bool,
+        sessions: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections until cancelled; each runs :meth:`_run_connection`.
+
+        Does what :func:`trio.serve_listeners` does for one listener, minus its
+        second close of every stream (:meth:`handle_stream` always closes it).
+        """
+        async with listener:
+            task_status.started()
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    logger.error("accept() failed: %s; retrying in %s s", exc, ACCEPT_RETRY_DELAY)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                else:
+                    sessions.start_soon(self._run_connection, stream, implicit_tls)
+
+    async def _run_connection(self, stream: trio.abc.Stream, implicit_tls: bool) -> None:
+        try:
+            await self.handle_stream(stream, implicit_tls=implicit_tls)
+        except BaseException:
+            # handle_stream closes the stream on every path but a failing
+            # handler_factory; closing again is harmless.
+            await trio.aclose_forcefully(stream)
+            raise
 
     async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
         """Serve one client on ``stream`` until the session ends; closes the stream.

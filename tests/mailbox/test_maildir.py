@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -854,3 +855,81 @@ def _no_leaked_fds() -> Iterator[None]:
     leaked = set(os.listdir("/proc/self/fd")) - before
     # Entries may vanish (the listdir fd itself); only new open ones matter.
     assert not {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+# -- listing reuse ---------------------------------------------------------------------
+
+
+def age_dirs(maildir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the Maildir's last change look two seconds old to the settled check."""
+    newest = max(
+        max(st.st_mtime_ns, st.st_ctime_ns)
+        for st in (os.stat(maildir / "cur"), os.stat(maildir / "new"))
+    )
+    monkeypatch.setattr(time, "time_ns", lambda: newest + 2_000_000_000)
+
+
+async def test_settled_tagged_listing_is_reused_until_a_directory_changes(
+    root: Path, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "cur", "1700000001.M1P1.h,S=10,W=11:2,S", b"0123456789")
+    put(maildir, "new", "1700000002.M2P1.h,S=3,W=4", b"abc")
+    age_dirs(maildir, monkeypatch)
+    first = await snapshot(store)
+    scans = Counter(_maildir._scan)
+    monkeypatch.setattr(_maildir, "_scan", scans)
+    assert await snapshot(store) == first
+    assert scans.calls == 0  # reused: neither directory changed
+    # A flag change is a rename inside cur/: listed again, same messages.
+    os.rename(
+        maildir / "cur" / "1700000001.M1P1.h,S=10,W=11:2,S",
+        maildir / "cur" / "1700000001.M1P1.h,S=10,W=11:2,RS",
+    )
+    age_dirs(maildir, monkeypatch)
+    assert [(m.uid, m.size) for m in await snapshot(store)] == [(m.uid, m.size) for m in first]
+    assert scans.calls == 1
+    # A delivery adds an entry to new/: listed again, and the new message is there.
+    put(maildir, "new", "1700000003.M3P1.h,S=1,W=2", b"z")
+    age_dirs(maildir, monkeypatch)
+    assert [m.size for m in await snapshot(store)] == [11, 4, 2]
+    assert scans.calls == 2
+    # A removal too.
+    os.unlink(maildir / "new" / "1700000002.M2P1.h,S=3,W=4")
+    age_dirs(maildir, monkeypatch)
+    assert [m.size for m in await snapshot(store)] == [11, 2]
+    assert scans.calls == 3
+
+
+async def test_recently_changed_maildir_is_always_listed_again(
+    root: Path, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change in the same timestamp tick as a listing must not be missed."""
+    maildir = make_maildir(root)
+    put(maildir, "new", "1700000001.M1P1.h,S=1,W=2", b"a")
+    real_dir_stamp = _maildir._dir_stamp
+
+    def coarse_dir_stamp(path: str) -> tuple[tuple[int, ...], bool]:
+        # Timestamps that do not tick between two changes: the stamp never moves.
+        _, settled = real_dir_stamp(path)
+        return (1, 2, 3), settled
+
+    monkeypatch.setattr(_maildir, "_dir_stamp", coarse_dir_stamp)
+    assert len(await snapshot(store)) == 1
+    put(maildir, "new", "1700000002.M2P1.h,S=1,W=2", b"b")
+    # The directories had just changed when listed, so that listing is not reused.
+    assert len(await snapshot(store)) == 2
+
+
+async def test_listing_with_untagged_files_is_never_reused(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files sized by reading them are looked at at every listing (rewrites show)."""
+    maildir = make_maildir(root)
+    put(maildir, "new", "1700000001.M1P1.h", b"abc\n")
+    store = MaildirStore(root, fsync=False)
+    age_dirs(maildir, monkeypatch)
+    assert [m.size for m in await snapshot(store)] == [5]
+    (maildir / "new" / "1700000001.M1P1.h").write_bytes(b"longer\nmessage\n")
+    age_dirs(maildir, monkeypatch)
+    assert [m.size for m in await snapshot(store)] == [wire_size(b"longer\nmessage\n")]

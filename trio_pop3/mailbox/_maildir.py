@@ -52,6 +52,7 @@ re-listing a small maildrop whose sizes are already cached.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -120,6 +121,14 @@ _FILE_MODE = 0o600
 #: re-listed in the event loop: a few dozen ``lstat`` calls on cached inodes cost
 #: less than the thread round trip.  Bigger or unknown maildrops go to a thread.
 _INLINE_SCAN_LIMIT = 32
+
+#: A listing is reused without reading ``cur/`` and ``new/`` again only when both
+#: directories are unchanged (inode, size, mtime, ctime) *and* their last change is at
+#: least this many nanoseconds old.  File-system timestamps tick coarsely (a jiffy,
+#: up to 10 ms on Linux), so a change in the same tick as the listing could leave them
+#: unchanged; one second is far past any tick (the "racy timestamp" rule of Git's
+#: index and of Dovecot's Maildir sync).
+_SETTLED_NS = 1_000_000_000
 
 #: Longest ``W=`` value accepted (digits): 20 digits already exceed any file size.
 _MAX_TAG_DIGITS = 20
@@ -229,12 +238,38 @@ class _Location:
 _Listed = tuple[tuple[int, int, int, str], MessageInfo]
 
 
+#: ``cur/`` and ``new/`` as :func:`_dir_stamp` saw them: any entry added, removed or
+#: renamed in either changes it.
+_DirStamp = tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Known:
     """What the store remembers about a maildrop between sessions."""
 
     listing: Mapping[tuple[str, str], _Listed]  # (subdir, file name) -> last listing
     sizes: Mapping[str, tuple[_Stamp, int]]  # base name -> (stamp, wire size)
+    messages: tuple[MessageInfo, ...] = ()  # the listing, in order
+    #: Whether every size came from a ``W=`` tag, so no file needs a look of its own.
+    sized_by_name: bool = False
+    #: The directories when they were listed, if the listing may be reused as long as
+    #: they stay so (settled, and every size from a name); else None: list again.
+    dirs: _DirStamp | None = None
+
+
+def _dir_stamp(maildir: str) -> tuple[_DirStamp, bool]:
+    """Stat ``cur/`` and ``new/``; return their stamp and whether it is settled.
+
+    Settled means the last change is at least :data:`_SETTLED_NS` old, so a change
+    after now cannot leave the stamp as it is.
+    """
+    stamp: list[int] = []
+    newest = 0
+    for subdir in _SCAN_DIRS:
+        st = os.stat(os.path.join(maildir, subdir))
+        stamp += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    return tuple(stamp), time.time_ns() - newest >= _SETTLED_NS
 
 
 class _InlineScanAborted(Exception):
@@ -307,6 +342,7 @@ def _scan(
     sizes: dict[str, tuple[_Stamp, int]] = {}
     listing: dict[tuple[str, str], _Listed] = {}
     seen: set[str] = set()
+    sized_by_name = True  # every size came from a W= tag, none from the file
     for subdir in _SCAN_DIRS:
         directory = os.path.join(maildir, subdir)
         with os.scandir(directory) as entries:
@@ -343,6 +379,7 @@ def _scan(
                     logger.warning("Maildir %s: duplicate base name %r ignored", maildir, name)
                     continue
                 if st is not None:
+                    sized_by_name = False
                     stamp = _stamp(st)
                     cached = old_sizes.get(base)
                     if cached is not None and cached[0] == stamp:
@@ -364,7 +401,8 @@ def _scan(
                     info = MessageInfo(uid, size, _Location(subdir, name, base))
                     listing[subdir, name] = (_order_key(base), info)
     ordered = sorted(listing.values(), key=_listed_order)
-    return tuple(info for _, info in ordered), _Known(listing, sizes)
+    messages = tuple(info for _, info in ordered)
+    return messages, _Known(listing, sizes, messages, sized_by_name=sized_by_name)
 
 
 def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
@@ -667,6 +705,10 @@ class MaildirStore(MailStore):
         known = self._get_known(maildir)
         trust = self._trust_size_tags
         try:
+            dirs, settled = _dir_stamp(maildir)
+            if known is not None and known.dirs == dirs:
+                # Nothing was added, removed or renamed since the last listing.
+                return known.messages
             try:
                 if known is None or len(known.listing) > _INLINE_SCAN_LIMIT:
                     raise _InlineScanAborted
@@ -679,6 +721,11 @@ class MaildirStore(MailStore):
             logger.error("Cannot list Maildir %s: %s", maildir, exc)
             self._forget_path(maildir)  # cur/ or new/ gone?  Check again next login.
             raise MailboxError("Cannot list mailbox.") from exc
+        if settled and new_known.sized_by_name:
+            # Taken before listing, so a change during the listing shows as a
+            # different stamp next time.  Files sized by reading them are not
+            # covered: they are looked at again at every listing, as before.
+            new_known = dataclasses.replace(new_known, dirs=dirs)
         self._set_known(maildir, new_known)
         return messages
 
@@ -733,6 +780,12 @@ class MaildirMailbox(Mailbox):
 
         The first call lists the Maildir; later calls return the same snapshot.
         Dot files and anything not a regular file (symlinks included) are skipped.
+
+        The store reuses its last listing of this Maildir, after only a ``stat`` of
+        ``cur/`` and ``new/``, when every message was sized by its ``W=`` tag and
+        neither directory changed since (their last change was already a second
+        old then, past the granularity of file-system timestamps).  Any delivery,
+        removal or flag change renames or adds an entry and so forces a new listing.
 
         Raises:
             MailboxError: a directory cannot be listed or a message cannot be read

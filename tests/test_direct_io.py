@@ -1,0 +1,253 @@
+"""The session's direct socket path and the server's accept loop, over real sockets.
+
+A plain TCP connection is served by non-blocking writes and reads on the socket
+itself (``_session._write_some`` / ``_read_now``), waiting with trio's I/O waits only
+when the socket is not ready.  These tests check what that path must keep: one write
+per reply, few writes for a pipelined burst, the send timeout, fairness between
+sessions, and that nothing is lost when a client vanishes.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+from pop3_support import Client, Connect, Recorder, SkeletonHandler, StartServer
+
+from trio_pop3 import POP3Server, _session
+from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
+
+
+def watched_mailbox(store: MemoryStore) -> tuple[Callable[[], MailboxHandler], trio.Event]:
+    """A MailboxHandler factory for alice/secret, and an event set when a session ends."""
+    ended = trio.Event()
+
+    class Handler(MailboxHandler):
+        async def disconnect(self) -> None:
+            try:
+                await super().disconnect()
+            finally:
+                ended.set()
+
+    return functools.partial(Handler, store, MemoryAuthenticator({"alice": "secret"})), ended
+
+
+class WriteCounter:
+    """Count the session's direct writes (one per send that did not block)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self._real = _session._write_some
+        monkeypatch.setattr(_session, "_write_some", self)
+
+    def __call__(self, fd: int, data: Any) -> int:
+        self.calls += 1
+        return self._real(fd, data)
+
+
+async def test_plain_tcp_sessions_use_the_direct_path(
+    start_server: StartServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = WriteCounter(monkeypatch)
+    recorder = Recorder()
+    running = await start_server(recorder)
+    client = await connect(running.port)
+    assert writes.calls == 1  # the greeting
+    await client.login()
+    # One write per reply, never more (a reply split into pieces would meet Nagle's
+    # algorithm and delayed ACKs) and never fewer (each reply must leave at once).
+    for _ in range(50):
+        assert await client.command("NOOP") == "+OK"
+    assert writes.calls == 1 + 2 + 50
+    first, lines = await client.multi("LIST")
+    assert first.startswith("+OK")
+    assert len(lines) == 3
+    assert writes.calls == 1 + 2 + 50 + 1
+
+
+@pytest.mark.rfc("2449", "6.6")
+async def test_pipelined_burst_in_few_direct_writes(
+    start_server: StartServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 2449 §6.6 (CAP-PIPE): replies in order, batched into large writes.
+    writes = WriteCounter(monkeypatch)
+    running = await start_server(SkeletonHandler)
+    client = await connect(running.port)
+    await client.login()
+    before = writes.calls
+    n = 10_000
+    lines = [b"XECHO %d\r\n" % i if i % 1000 == 999 else b"NOOP\r\n" for i in range(n)]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.send, b"".join(lines))
+            for i in range(n):
+                assert await client.reply() == (f"+OK {i}" if i % 1000 == 999 else "+OK")
+    assert writes.calls - before < 100, writes.calls - before
+
+
+async def test_send_timeout_on_a_real_socket_drops_a_client_that_stops_reading(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply bigger than the socket buffers waits for the client, up to send_timeout."""
+    big = b"x" * 1000 + b"\n"
+    message = big * 16_000  # 16 MB: far more than loopback socket buffers hold
+    store = MemoryStore({"alice": [message, b"Subject: small\n\nx\n"]})
+    factory, ended = watched_mailbox(store)
+    running = await start_server(factory, send_timeout=0.5)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", running.port))
+    client = Client(trio.SocketStream(sock))
+    assert (await client.reply()).startswith("+OK")
+    await client.login()
+    await client.send_line("DELE 2")
+    assert (await client.reply()).startswith("+OK")
+    await client.send_line("RETR 1")
+    # Stop reading: the server's write blocks, then times out and drops us.
+    try:
+        with trio.fail_after(10):
+            await ended.wait()
+    finally:
+        await client.aclose()
+    # Dropped without UPDATE: the message is still there.
+    mailbox = await store.open("alice")
+    try:
+        assert len(await mailbox.list_messages()) == 2
+    finally:
+        await mailbox.close()
+
+
+def flood_in_threads(port: int, stop: threading.Event) -> list[threading.Thread]:
+    """Log in and pipeline NOOPs nonstop from threads (outside the event loop)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"USER alice\r\nPASS secret\r\n")
+
+    def send() -> None:
+        chunk = b"NOOP\r\n" * 5000
+        try:
+            while not stop.is_set():
+                sock.sendall(chunk)
+        except OSError:
+            pass
+
+    def receive() -> None:
+        try:
+            while sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+
+    def stop_and_close() -> None:
+        stop.wait()
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (send, receive, stop_and_close)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+async def test_a_client_that_never_stops_sending_cannot_starve_another(
+    start_server: StartServer, connect: Connect
+) -> None:
+    """Data that is already waiting still passes a checkpoint (fairness)."""
+    running = await start_server(SkeletonHandler)
+    stop = threading.Event()
+    # If the flood did starve the event loop, fail_after() could never fire: this
+    # thread ends the flood well after that deadline, so the test fails, not hangs.
+    watchdog = threading.Timer(15, stop.set)
+    watchdog.start()
+    threads: list[threading.Thread] = []
+    try:
+        with trio.fail_after(5):
+            threads = flood_in_threads(running.port, stop)
+            await trio.sleep(0.2)  # the flood is under way
+            other = await connect(running.port)
+            await other.login()
+            assert (await other.command("STAT")).startswith("+OK 3 ")
+            assert await other.command("QUIT") == "+OK goodbye"
+    finally:
+        watchdog.cancel()
+        stop.set()
+        for thread in threads:
+            await trio.to_thread.run_sync(thread.join)
+
+
+async def test_client_vanishing_mid_session_rolls_back(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore({"alice": [b"Subject: a\n\nx\n", b"Subject: b\n\ny\n"]})
+    factory, ended = watched_mailbox(store)
+    running = await start_server(factory)
+    stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+    client = Client(stream)
+    await client.reply()
+    await client.login()
+    assert (await client.command("DELE 1")).startswith("+OK")
+    # Pipelined commands, then a reset: the server must not commit anything.
+    await client.send(b"DELE 2\r\nRETR 1\r\nLIST\r\n")
+    stream.socket.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    await stream.aclose()  # RST, not FIN
+    with trio.fail_after(5):
+        await ended.wait()
+    mailbox = await store.open("alice")
+    try:
+        assert len(await mailbox.list_messages()) == 2
+    finally:
+        await mailbox.close()
+
+
+# -- the accept loop ---------------------------------------------------------------------
+
+
+class FlakyListener(trio.abc.Listener[trio.abc.Stream]):
+    """A listener whose first accepts fail with the given errors."""
+
+    def __init__(self, inner: trio.SocketListener, errors: list[OSError]) -> None:
+        self.inner = inner
+        self.errors = errors
+
+    async def accept(self) -> trio.abc.Stream:
+        if self.errors:
+            await trio.lowlevel.checkpoint()
+            raise self.errors.pop(0)
+        return await self.inner.accept()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_accept_capacity_errors_are_logged_and_retried(
+    nursery: trio.Nursery, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = inner.socket.getsockname()[1]
+    flaky = FlakyListener(inner, [OSError(errno.EMFILE, "Too many open files")])
+    server = POP3Server(SkeletonHandler)
+    with caplog.at_level(logging.ERROR, logger="trio_pop3"):
+        await nursery.start(server.serve_listeners, [flaky])
+        client = await connect(port)
+    await client.login()
+    assert await client.command("QUIT") == "+OK goodbye"
+    assert any("accept() failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_other_accept_errors_end_serving() -> None:
+    (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    flaky = FlakyListener(inner, [OSError(errno.EINVAL, "Invalid argument")])
+    server = POP3Server(SkeletonHandler)
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(OSError, check=lambda e: e.errno == errno.EINVAL), flatten_subgroups=True
+    ):
+        with trio.fail_after(5):
+            await server.serve_listeners([flaky])
