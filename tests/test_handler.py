@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
+from hypothesis import given, strategies as st
 from pop3_support import (
     MESSAGES,
     Client,
@@ -27,8 +28,10 @@ from trio_pop3 import (
     ResponseCode,
     State,
     __version__,
+    _handler,
     wire_size,
 )
+from trio_pop3._proto._wire import MessageWriter
 
 TOTAL = sum(wire_size(m) for m in MESSAGES)
 
@@ -687,3 +690,57 @@ async def test_capa_follows_implementation() -> None:
     async with memory_session(TopUidlHandler) as s:
         _, caps = await s.client.multi("CAPA")
     assert {b"TOP", b"UIDL", b"X-TRIO-TEST 1"} <= set(caps)
+
+
+# -- send_data batching ----------------------------------------------------------------
+
+
+def _body(chunks: list[bytes]) -> bytes:
+    writer = MessageWriter()
+    return b"".join(writer.feed(chunk) for chunk in chunks) + writer.finish()
+
+
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=40), st.text(max_size=20)),
+        max_size=60,
+    ),
+    st.integers(min_value=1, max_value=64),
+)
+def test_joined_lines_send_the_same_body_as_line_by_line(
+    lines: list[bytes | str], batch: int
+) -> None:
+    """Batched lines are byte-for-byte what one chunk per line gives (stuffing, CRLF)."""
+    per_line = [_handler._line_bytes(line) + b"\n" for line in lines]
+    original = _handler.LINE_BATCH_SIZE
+    _handler.LINE_BATCH_SIZE = batch  # small batches: exercise the chunk boundaries
+    try:
+        joined = list(_handler._joined_lines(lines))
+    finally:
+        _handler.LINE_BATCH_SIZE = original
+    assert b"".join(joined) == b"".join(per_line)
+    assert _body(joined) == _body(per_line)
+
+
+async def test_send_data_from_a_list_and_an_async_iterable_agree() -> None:
+    lines: list[bytes | str] = [".dot", b"bytes \xff line", "naïve", b"", b"..two", "end"]
+
+    class Handler(SkeletonHandler):
+        async def pop3_XSYNC(self, arg: str | None) -> None:
+            await self.send_data("sync", lines)
+
+        async def pop3_XASYNC(self, arg: str | None) -> None:
+            async def gen() -> AsyncIterator[bytes | str]:
+                for line in lines:
+                    yield line
+
+            await self.send_data("async", gen())
+
+    Handler.extra_commands = {"XSYNC": ["AUTH"], "XASYNC": ["AUTH"]}
+    async with memory_session(Handler) as s:
+        first, sync_lines = await s.client.multi("XSYNC")
+        assert first == "+OK sync"
+        first, async_lines = await s.client.multi("XASYNC")
+        assert first == "+OK async"
+    assert sync_lines == async_lines
+    assert sync_lines[0] == b"..dot"
