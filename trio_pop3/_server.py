@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, final
 
 import trio
@@ -302,11 +303,12 @@ class POP3Server:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept connections until cancelled; each runs :meth:`_run_connection`.
+        """Accept connections until cancelled; each runs :meth:`handle_stream`.
 
         Does what :func:`trio.serve_listeners` does for one listener, minus its
         second close of every stream (:meth:`handle_stream` always closes it).
         """
+        handle = partial(self.handle_stream, implicit_tls=implicit_tls)
         async with listener:
             task_status.started()
             while True:
@@ -318,16 +320,7 @@ class POP3Server:
                     logger.error("accept() failed: %s; retrying in %s s", exc, ACCEPT_RETRY_DELAY)
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                 else:
-                    sessions.start_soon(self._run_connection, stream, implicit_tls)
-
-    async def _run_connection(self, stream: trio.abc.Stream, implicit_tls: bool) -> None:
-        try:
-            await self.handle_stream(stream, implicit_tls=implicit_tls)
-        except BaseException:
-            # handle_stream closes the stream on every path but a failing
-            # handler_factory; closing again is harmless.
-            await trio.aclose_forcefully(stream)
-            raise
+                    sessions.start_soon(handle, stream)
 
     async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
         """Serve one client on ``stream`` until the session ends; closes the stream.
@@ -338,9 +331,10 @@ class POP3Server:
         handshake comes first, under ``tls_handshake_timeout``.
 
         Resource handling:
-            The stream is closed (``trio.aclose_forcefully``) however the session
-            ends, after the handler's :meth:`~POP3Handler.disconnect` hook has run,
-            except when ``handler_factory`` itself raises.
+            The stream is closed however the session ends (after the handler's
+            :meth:`~POP3Handler.disconnect` hook has run, if there is a handler),
+            also when the client is refused, ``handler_factory`` raises or the
+            call is cancelled.
 
         Cancellation:
             Cancelling it ends the session without UPDATE: uncommitted deletions are
@@ -363,63 +357,70 @@ class POP3Server:
             ``handler_factory``): under :meth:`serve` or :meth:`serve_listeners` it
             stops the whole server.
         """
-        peer = _peer_of(stream)
-        _set_nodelay(stream)
-        label = f"{peer[0]}:{peer[1]}" if peer else "memory"
-        limits = self.config.limits
-        address = peer[0] if peer else ""
-        if self._draining:
-            await _refuse(stream, "Server shutting down.")
-            return
-        if limits.max_connections is not None and self._active >= limits.max_connections:
-            logger.warning("%s refused: %d connections already", label, self._active)
-            await _refuse(stream, "Too many connections, try again later.")
-            return
-        per_address = limits.max_connections_per_address
-        if per_address is not None and self.addresses.connections(address) >= per_address:
-            logger.warning("%s refused: too many connections from this address", label)
-            await _refuse(stream, "Too many connections from your address.")
-            return
-        self._active += 1
-        self.addresses.connect(address)
-        session = Session(stream, self.config, peer=peer, server=self)
-        self._sessions.add(session)
+        # trio's SocketStream turns Nagle's algorithm off (TCP_NODELAY) itself: a
+        # reply must never wait for the client's delayed ACK (40 ms per command,
+        # measured on a peer server; tests/test_server.py checks it stays off).
         try:
-            if implicit_tls:
-                assert self.config.ssl_context is not None
-                try:
-                    await session.start_tls(self.config.ssl_context)
-                except ClientDisconnected as exc:
-                    logger.info("%s %s", label, exc)
-                    await trio.aclose_forcefully(stream)
-                    return
-            logger.debug("%s connected%s", label, " (TLS)" if session.tls else "")
-            started = trio.current_time()
+            peer = _peer_of(stream)
+            label = f"{peer[0]}:{peer[1]}" if peer else "memory"
+            limits = self.config.limits
+            address = peer[0] if peer else ""
+            if self._draining:
+                await _refuse(stream, "Server shutting down.")
+                return
+            if limits.max_connections is not None and self._active >= limits.max_connections:
+                logger.warning("%s refused: %d connections already", label, self._active)
+                await _refuse(stream, "Too many connections, try again later.")
+                return
+            per_address = limits.max_connections_per_address
+            if per_address is not None and self.addresses.connections(address) >= per_address:
+                logger.warning("%s refused: too many connections from this address", label)
+                await _refuse(stream, "Too many connections from your address.")
+                return
+            self._active += 1
+            self.addresses.connect(address)
+            session = Session(stream, self.config, peer=peer, server=self)
+            self._sessions.add(session)
             try:
-                try:
-                    handler = self.handler_factory()
-                except Exception:
-                    if not self.config.catch_errors:
+                if implicit_tls:
+                    assert self.config.ssl_context is not None
+                    try:
+                        await session.start_tls(self.config.ssl_context)
+                    except ClientDisconnected as exc:
+                        logger.info("%s %s", label, exc)
                         await trio.aclose_forcefully(stream)
-                        raise
-                    logger.exception("%s handler_factory() failed", label)
-                    await _refuse(stream, "Internal error.")
-                    return
-                await run_session(handler, session)
+                        return
+                logger.debug("%s connected%s", label, " (TLS)" if session.tls else "")
+                started = trio.current_time()
+                try:
+                    try:
+                        handler = self.handler_factory()
+                    except Exception:
+                        if not self.config.catch_errors:
+                            await trio.aclose_forcefully(stream)
+                            raise
+                        logger.exception("%s handler_factory() failed", label)
+                        await _refuse(stream, "Internal error.")
+                        return
+                    await run_session(handler, session)
+                finally:
+                    # One INFO line per session, at its end (plus login and failures).
+                    logger.info(
+                        "%s disconnected: user=%s duration=%.3fs commands=%d sent=%d",
+                        label,
+                        session.user or "-",
+                        trio.current_time() - started,
+                        session.commands,
+                        session.sent,
+                    )
             finally:
-                # One INFO line per session, at its end (plus login and failures).
-                logger.info(
-                    "%s disconnected: user=%s duration=%.3fs commands=%d sent=%d",
-                    label,
-                    session.user or "-",
-                    trio.current_time() - started,
-                    session.commands,
-                    session.sent,
-                )
-        finally:
-            self._sessions.discard(session)
-            self.addresses.disconnect(address)
-            self._active -= 1
+                self._sessions.discard(session)
+                self.addresses.disconnect(address)
+                self._active -= 1
+
+        except BaseException:
+            await trio.aclose_forcefully(stream)  # closing twice is harmless
+            raise
 
 
 async def _refuse(stream: trio.abc.Stream, text: str) -> None:
@@ -429,20 +430,6 @@ async def _refuse(stream: trio.abc.Stream, text: str) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await trio.aclose_forcefully(stream)
-
-
-def _set_nodelay(stream: trio.abc.Stream) -> None:
-    """Turn Nagle's algorithm off: a reply must never wait for the client's ACK.
-
-    trio's SocketStream already does this; it is stated here because a reply split
-    into small writes under Nagle and delayed ACK costs 40 ms per command (measured
-    on a peer server), and a custom listener may hand over another stream type.
-    """
-    if isinstance(stream, trio.SocketStream):
-        try:
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        except OSError:  # pragma: no cover - not a TCP socket (e.g. a Unix socket)
-            pass
 
 
 def _peer_of(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -321,7 +321,11 @@ class Session:
                 if fd is None:
                     received = await self.stream.receive_some(RECEIVE_SIZE)
                 else:
-                    received = await _read_when_ready(fd)
+                    # Inline rather than a helper: an idle session's memory is
+                    # mostly the frames of its await chain.
+                    while received is None:
+                        await trio.lowlevel.wait_readable(fd)
+                        received = _read_now(fd)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.idle = False
                 raise _ClientGone(str(exc) or type(exc).__name__) from None
@@ -390,15 +394,6 @@ def _read_now(fd: int) -> bytes | None:
         return None
     except OSError as exc:
         raise _ClientGone(exc.strerror or type(exc).__name__) from None
-
-
-async def _read_when_ready(fd: int) -> bytes:
-    """Wait until the socket is readable and read from it."""
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        data = _read_now(fd)
-        if data is not None:
-            return data
 
 
 async def run_session(handler: POP3Handler, session: Session) -> None:
