@@ -48,6 +48,10 @@ class Mailbox(abc.ABC):
     :class:`~trio_pop3.mailbox.MaildirMailbox` are the ready-made ones.
     """
 
+    # No instance dict of its own, so a subclass with ``__slots__`` has none either:
+    # every logged-in idle session holds a mailbox.
+    __slots__ = ()
+
     @abc.abstractmethod
     async def list_messages(self) -> Sequence[MessageInfo]:
         """Return the messages of the maildrop, in the order they are numbered.

@@ -22,6 +22,7 @@ from ._config import (
 )
 from ._errors import ClientDisconnected, ResponseCode
 from ._handler import POP3Handler
+from ._idle import IdleWatch
 from ._proto._commands import format_reply
 from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
@@ -140,6 +141,9 @@ class POP3Server:
         self._draining = False
         self._accept_scope: trio.CancelScope | None = None
         self._session_scope: trio.CancelScope | None = None
+        #: Times idle sessions of serve()/serve_listeners(); handle_stream() called
+        #: on its own gives each wait a cancel scope instead.
+        self._watch: IdleWatch | None = None
         #: Live connections and recent login failures per client address.
         self.addresses = AddressTracker()
 
@@ -201,6 +205,7 @@ class POP3Server:
         plain, secure = list(plain), list(secure)
         async with trio.open_nursery() as sessions:
             self._session_scope = sessions.cancel_scope
+            self._watch = IdleWatch(sessions)
             async with trio.open_nursery() as accept:
                 self._accept_scope = accept.cancel_scope
                 if self._draining:
@@ -379,7 +384,7 @@ class POP3Server:
                 return
             self._active += 1
             self.addresses.connect(address)
-            session = Session(stream, self.config, peer=peer, server=self)
+            session = Session(stream, self.config, peer=peer, server=self, watch=self._watch)
             self._sessions.add(session)
             try:
                 if implicit_tls:

@@ -36,6 +36,7 @@ from ._proto._state import State
 
 if TYPE_CHECKING:
     from ._handler import POP3Handler
+    from ._idle import IdleWatch
     from ._throttle import AddressTracker
 
 
@@ -91,6 +92,34 @@ class SessionConfig:
 class Session:
     """The I/O side of one connection; the handler's send_* methods call into it."""
 
+    # Slots: every idle connection holds one (no per-instance dict).
+    __slots__ = (
+        "_expired",
+        "_fd",
+        "_out",
+        "_read_scope",
+        "_waiting_directly",
+        "_watch",
+        "auth_failures",
+        "bad_commands",
+        "body_start",
+        "broken",
+        "closing",
+        "commands",
+        "config",
+        "draining",
+        "idle",
+        "inbuf",
+        "label",
+        "peer",
+        "sends",
+        "sent",
+        "server",
+        "stream",
+        "tls",
+        "user",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -99,6 +128,7 @@ class Session:
         peer: tuple[str, int] | None,
         tls: bool = False,
         server: _Server | None = None,
+        watch: IdleWatch | None = None,
     ) -> None:
         self.stream = stream
         self.config = config
@@ -121,6 +151,12 @@ class Session:
         self._read_scope: trio.CancelScope | None = None
         #: The socket's descriptor when the session talks to it directly.
         self._fd = _direct_fd(stream)
+        #: Times the direct path's waits for the client (None: a scope per wait).
+        self._watch = watch if self._fd is not None else None
+        self._waiting_directly = False
+        #: The idle timer fired or shutdown began while waiting directly: the socket
+        #: was handed to notify_closing() and is never waited on again.
+        self._expired = False
         self.inbuf = LineBuffer(
             limit=config.limits.max_auth_line, max_discard=config.limits.max_discard
         )
@@ -186,8 +222,25 @@ class Session:
     def drain(self) -> None:
         """Ask the session to end before its next command (graceful shutdown)."""
         self.draining = True
-        if self.idle and self._read_scope is not None:
+        if self._waiting_directly:
+            self.expire()
+        elif self.idle and self._read_scope is not None:
             self._read_scope.cancel()
+
+    def _check_not_expired(self) -> None:
+        """Refuse to wait on a socket that was handed to ``notify_closing()``."""
+        if self._expired:
+            raise _ClientGone("timed out")
+
+    def expire(self) -> None:
+        """End a direct wait for the client (the idle timer fired, or shutdown).
+
+        Wakes the wait with ``ClosedResourceError`` via ``notify_closing``; the flag
+        set here tells :meth:`_receive` it was not the client.
+        """
+        if self._waiting_directly and not self._expired and self._fd is not None:
+            self._expired = True
+            trio.lowlevel.notify_closing(self._fd)
 
     def is_closing(self) -> bool:
         """Whether the session ends after the current command."""
@@ -219,6 +272,7 @@ class Session:
                 self.sent += sent
                 self.broken = False
                 return
+        self._check_not_expired()
         timeout = self.config.send_timeout
         # A bare CancelScope, not fail_after(): the wrapper cost more than the scope.
         deadline = math.inf if timeout is None else trio.current_time() + timeout
@@ -304,14 +358,38 @@ class Session:
         """
         fd = self._fd
         if fd is not None:
-            # Direct path: try the socket first; only wait (in a timed scope) when it
-            # has nothing.  Data that was already there still passes a checkpoint, so
-            # a client that never stops sending cannot starve the other sessions.
+            # Direct path: try the socket first; only wait when it has nothing.  Data
+            # that was already there still passes a checkpoint, so a client that
+            # never stops sending cannot starve the other sessions.
+            self._check_not_expired()
             data = _read_now(fd)
             if data is not None:
                 if not data:
                     raise _ClientGone("end of stream")
                 await trio.lowlevel.checkpoint()
+                return data
+            watch = self._watch
+            if watch is not None:
+                # Timed by the server's IdleWatch rather than a scope of its own.
+                wait_id = watch.register(self, deadline) if deadline < math.inf else None
+                # Stays True if cancelled here, so run_session can tell the client.
+                self.idle = self._waiting_directly = True
+                try:
+                    while data is None:
+                        await trio.lowlevel.wait_readable(fd)
+                        data = _read_now(fd)
+                except trio.ClosedResourceError:
+                    if not self._expired:
+                        raise _ClientGone("connection closed") from None
+                    self.idle = False
+                    return None  # the idle timer fired, or shutdown began
+                finally:
+                    self._waiting_directly = False
+                    if wait_id is not None:
+                        watch.unregister(wait_id)
+                self.idle = False
+                if not data:
+                    raise _ClientGone("end of stream")
                 return data
         received: bytes | bytearray | None = None
         with trio.CancelScope(deadline=deadline) as self._read_scope:

@@ -742,15 +742,18 @@ class MaildirMailbox(Mailbox):
         unless the store was made with ``lock=False`` (``lock_fd`` None).
     """
 
+    __slots__ = ("_by_uid", "_closed", "_lock_fd", "_messages", "_moved", "_path", "_store")
+
     def __init__(self, store: MaildirStore, path: str, lock_fd: int | None) -> None:
         self._store = store
         self._path = path
         self._lock_fd = lock_fd
         self._closed = False
         self._messages: tuple[MessageInfo, ...] | None = None
-        self._by_uid: dict[str, object] = {}
+        # Both made when first needed: an idle session holds neither.
+        self._by_uid: dict[str, object] | None = None
         # Messages found moved or renamed since the listing: base name -> location.
-        self._moved: dict[str, _Location] = {}
+        self._moved: dict[str, _Location] | None = None
 
     @property
     def path(self) -> str:
@@ -768,12 +771,15 @@ class MaildirMailbox(Mailbox):
 
     def _location(self, message: MessageInfo) -> _Location:
         key = message.key
-        if not self._by_uid and self._messages:
+        by_uid = self._by_uid
+        if by_uid is None:
             # Built on the first read only: an idle session never pays for it.
-            self._by_uid = {info.uid: info.key for info in self._messages}
-        if not isinstance(key, _Location) or self._by_uid.get(message.uid) != key:
+            by_uid = {info.uid: info.key for info in self._messages or ()}
+            if self._messages is not None:
+                self._by_uid = by_uid
+        if not isinstance(key, _Location) or by_uid.get(message.uid) != key:
             raise ValueError(f"message {message.uid!r} is not from this maildrop listing")
-        return self._moved.get(key.base, key)
+        return key if self._moved is None else self._moved.get(key.base, key)
 
     async def list_messages(self) -> Sequence[MessageInfo]:
         """Return the snapshot of ``cur/`` and ``new/``, in delivery order.
@@ -875,6 +881,8 @@ class MaildirMailbox(Mailbox):
                 moved = await trio.to_thread.run_sync(_locate, self._path, location.base)
                 if moved is None:
                     raise MailboxError("Message no longer exists.") from None
+                if self._moved is None:
+                    self._moved = {}
                 self._moved[location.base] = moved
                 opened = self._open_regular(os.path.join(self._path, moved.subdir, moved.name))
             except FileNotFoundError:
