@@ -543,6 +543,23 @@ def test_auth_failure_delay_option(tmp_path: Path) -> None:
         build_parser().parse_args([*base, "--auth-failure-delay", "-1"])
 
 
+def test_workers_option(tmp_path: Path) -> None:
+    """--workers takes a count or "auto" (one per usable CPU); 0 is a usage error."""
+    from trio_pop3._cli import UsageError, build_parser, usable_cpus
+
+    base = ["serve", "--maildir-root", str(tmp_path), "--users", str(tmp_path / "p")]
+    assert build_parser().parse_args(base).workers == 1
+    assert build_parser().parse_args([*base, "--workers", "3"]).workers == 3
+    assert build_parser().parse_args([*base, "--workers", "auto"]).workers == usable_cpus()
+    assert usable_cpus() >= 1
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cpus() == len(os.sched_getaffinity(0))
+    with pytest.raises(UsageError, match="must be at least 1"):
+        build_parser().parse_args([*base, "--workers", "0"])
+    with pytest.raises(UsageError, match="not a number"):
+        build_parser().parse_args([*base, "--workers", "many"])
+
+
 def test_demo_without_arguments_survives_a_busy_default_port(tmp_path: Path) -> None:
     """`trio-pop3 demo` needs no arguments even when 1110 is taken: it picks a free port."""
     from trio_pop3._cli import DEMO_PORT

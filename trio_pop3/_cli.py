@@ -71,6 +71,19 @@ _port = _number(int, lambda v: 0 <= v <= 65535, "not a port number", "port out o
 _count = _number(int, lambda v: v >= 1, "not a number", "must be at least 1")
 
 
+def usable_cpus() -> int:
+    """Return how many CPUs this process may run on (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a count, or ``auto`` for one worker per usable CPU."""
+    return usable_cpus() if text == "auto" else _count(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``trio-pop3``."""
     parser = _Parser(prog="trio-pop3", description="A POP3 server for Maildirs, on trio.")
@@ -140,9 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=_count,
+        type=_workers,
         default=1,
-        help="worker processes sharing the listening socket, one core each (default: 1)",
+        metavar="N|auto",
+        help="worker processes sharing the listening socket, one core each; auto: one "
+        "per usable CPU (default: 1; limits and login throttling are per worker)",
     )
     serve.add_argument("--debug", action="store_true", help="log a wire transcript")
     # Internal: set by the --workers supervisor on the command line of each worker.

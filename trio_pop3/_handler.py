@@ -117,7 +117,7 @@ class POP3Handler:
             self.add_command(name, states)
         self._state = State.CONNECT
         self._session: Session | None = None
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, Any] | None = None  # made by the first set()
         #: Name of the command before the current one (None at first), e.g. for PASS
         #: which is valid only right after USER.
         self.previous_command: str | None = None
@@ -166,12 +166,14 @@ class POP3Handler:
     # -- the seed's set/get ------------------------------------------------------
     def set(self, name: str, value: Any) -> Any:
         """Store per-connection data under ``name`` and return it."""
+        if self._data is None:
+            self._data = {}
         self._data[name] = value
         return value
 
     def get(self, name: str, default: Any = None) -> Any:
         """Return per-connection data stored with :meth:`set`."""
-        return self._data.get(name, default)
+        return default if self._data is None else self._data.get(name, default)
 
     # -- commands ------------------------------------------------------------------
     def add_command(self, name: str, states: Iterable[State | str] | State | str) -> None:

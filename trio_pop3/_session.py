@@ -9,12 +9,23 @@ command, or when it grows past :data:`FLUSH_THRESHOLD`: a burst of pipelined
 commands is answered in a few large writes, and a single reply leaves in one write,
 never split into pieces that meet Nagle's algorithm and delayed ACKs.
 
-Every read runs in a cancel scope with the idle timeout as its deadline (the
-session ends quietly when it fires); every write in one with the send timeout (the
-client is dropped).  Whatever ends the session (QUIT, EOF, a broken
-socket, a timeout, an exception, cancellation of the server), the ``finally`` block
-moves the handler to DISCONNECT and runs its ``disconnect()`` hook exactly once,
-shielded from cancellation under a deadline, then closes the stream.
+On a plain TCP socket (the common case) the session does its own non-blocking
+``write``/``read`` calls on the socket and uses trio only to wait: a reply that fits
+the socket buffer leaves in one system call, and a read that finds data returns it
+at once (after a checkpoint, for fairness).  trio's ``SocketStream`` would pass every
+call through the scheduler; for a ping-pong of one small reply per command that was
+a fifth of a session's CPU.  TLS and other streams use the generic stream API.
+
+A wait for the client is bounded by the idle (or login) timeout of the command
+line: the session ends quietly when it fires (RFC 1939 section 3).  Waits on a plain
+socket under :meth:`POP3Server.serve` are timed by the server's
+:class:`~trio_pop3._idle.IdleWatch` (one timer task for all sessions); every other
+wait runs in a cancel scope with that deadline.  A write that cannot finish at once
+waits under the send timeout (the client is dropped).  Whatever ends the session
+(QUIT, EOF, a broken socket, a timeout, an exception, cancellation of the server),
+the ``finally`` block moves the handler to DISCONNECT and runs its ``disconnect()``
+hook exactly once, shielded from cancellation under a deadline, then closes the
+stream.
 """
 
 from __future__ import annotations
