@@ -201,8 +201,9 @@ class POP3Handler:
         return (state or self._state) in self._commands.get(name.upper(), frozenset())
 
     def _command_method(self, name: str) -> Callable[[str | None], Awaitable[None]] | None:
-        """Return the method for command ``name`` if it may run now."""
-        if not self.allowed(name):
+        """Return the method for command ``name`` (upper case) if it may run now."""
+        states = self._commands.get(name)  # allowed(), inline: this runs per command
+        if states is None or self._state not in states:
             return None
         method = getattr(self, _method_name(name), None)
         if method is None or not _is_async(getattr(method, "__func__", method)):
@@ -235,7 +236,9 @@ class POP3Handler:
             :class:`trio.Cancelled` propagates and the connection counts as broken:
             nothing more is sent on it.
         """
-        await self._reply(format_reply(True, text, None if code is None else str(code)))
+        line = format_reply(True, text, None if code is None else str(code))
+        if not self._s.queue_reply(line):  # usually queued: no await at all
+            await self._s.write(line)
 
     async def send_err(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         """Send ``-ERR text``; ``code`` is a response code such as ``ResponseCode.SYS_TEMP``.
@@ -248,13 +251,9 @@ class POP3Handler:
         Cancellation:
             As for :meth:`send_ok`: usually only buffered, not a checkpoint.
         """
-        await self._reply(format_reply(False, text, None if code is None else str(code)))
-
-    async def _reply(self, line: bytes) -> None:
-        session = self._s
-        session.log_sent(line)
-        if not session.queue_small(line):
-            await session.write(line)
+        line = format_reply(False, text, None if code is None else str(code))
+        if not self._s.queue_reply(line):  # usually queued: no await at all
+            await self._s.write(line)
 
     async def send_data(
         self,

@@ -175,14 +175,17 @@ class Session:
         self.label = f"{peer[0]}:{peer[1]}" if peer else "memory"
 
     # -- output ------------------------------------------------------------
-    def queue_small(self, data: bytes) -> bool:
-        """Queue ``data`` if that needs no send now; return whether it was queued.
+    def queue_reply(self, line: bytes) -> bool:
+        """Queue a status line if that needs no send now; return whether it was queued.
 
-        The common case of :meth:`write` (a reply line into a buffer with room)
-        without a coroutine.
+        The common case of :meth:`write` (a reply line into a buffer with room),
+        without a coroutine; logs the line with ``debug``.
         """
-        if len(self._out) + len(data) < FLUSH_THRESHOLD:
-            self._out += data
+        if self.config.debug:
+            self.log_sent(line)
+        out = self._out
+        if len(out) + len(line) < FLUSH_THRESHOLD:
+            out += line
             return True
         return False
 
@@ -553,32 +556,46 @@ async def _converse(handler: POP3Handler, session: Session) -> None:
     handler._set_state(State.AUTHORIZATION)
     await handler.send_ok(greeting)
     limits = session.config.limits
-    while not session.is_closing():
-        state = handler.state
+    debug = session.config.debug
+    # The loop runs once per command: attributes, not properties, and no helper
+    # coroutines on the way to the command method (each await level costs).
+    while not session.closing:
         # A pipelined command is usually buffered already: take it without the
         # coroutine round trip of read_line (which also waits, flushes and times).
         line = session.buffered_line()
         if line is None:
-            line = await session.read_line(state)
+            line = await session.read_line(handler._state)
         if line is None:
             # RFC 1939 section 3: on autologout, close without UPDATE and without reply.
-            logger.info("%s idle timeout in %s", session.label, state.name)
+            logger.info("%s idle timeout in %s", session.label, handler._state.name)
             return
         if isinstance(line, LineTooLong):
             await _bad_command(handler, session, "Command line too long.")
             continue
-        session.log_received(line)
+        if debug:
+            session.log_received(line)
         try:
             command = parse_command(line)
         except CommandSyntaxError as exc:
             await _bad_command(handler, session, str(exc))
             continue
-        if command.name != "AUTH" and len(line) + 2 > limits.max_command_line:
+        name, arg = command.name, command.arg
+        if len(line) + 2 > limits.max_command_line and name != "AUTH":
             await _bad_command(handler, session, "Command line too long.")
             continue
         session.commands += 1
-        await _dispatch(handler, session, command.name, command.arg)
-        handler.previous_command = command.name
+        method = handler._command_method(name)
+        try:
+            if method is None:
+                await handler.unknown(name, arg)
+                _count_bad(session)
+            else:
+                await method(arg)
+        except (_ClientGone, trio.Cancelled):
+            raise
+        except Exception as exc:
+            await _command_failed(handler, session, name, exc)
+        handler.previous_command = name
     await session.flush()
 
 
@@ -598,26 +615,17 @@ def _count_bad(session: Session) -> None:
         session.closing = True
 
 
-async def _dispatch(handler: POP3Handler, session: Session, name: str, arg: str | None) -> None:
-    method = handler._command_method(name)
-    try:
-        if method is None:
-            await handler.unknown(name, arg)
-            _count_bad(session)
-            return
-        await method(arg)
-    except (_ClientGone, trio.Cancelled):
-        raise
-    except Exception as exc:
-        if session.body_start is not None and not session.abandon_body():
-            # "+OK" and part of the body are on the wire: a -ERR now would read as
-            # data.  Ending the connection is the only honest answer (no UPDATE).
-            logger.error(
-                "%s %s failed in the middle of its response: %r", session.label, name, exc
-            )
-            session.broken = True
-            raise _ClientGone("error in the middle of a response") from exc
-        await _answer_exception(handler, session, exc, f"{name} command")
+async def _command_failed(
+    handler: POP3Handler, session: Session, name: str, exc: Exception
+) -> None:
+    """Answer a command method's exception, or end the session mid-response."""
+    if session.body_start is not None and not session.abandon_body():
+        # "+OK" and part of the body are on the wire: a -ERR now would read as
+        # data.  Ending the connection is the only honest answer (no UPDATE).
+        logger.error("%s %s failed in the middle of its response: %r", session.label, name, exc)
+        session.broken = True
+        raise _ClientGone("error in the middle of a response") from exc
+    await _answer_exception(handler, session, exc, f"{name} command")
 
 
 async def _answer_exception(

@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
+from trio_pop3._proto import _commands
 from trio_pop3._proto._commands import (
     MAX_COMMAND_NAME,
     MAX_REPLY_LINE,
@@ -617,3 +619,19 @@ def test_empty_maildrop() -> None:
     assert list(drop.visible()) == []
     drop.reset()
     assert drop.deleted() == []
+
+
+@given(st.lists(st.tuples(st.booleans(), st.text(max_size=40)), max_size=700))
+def test_format_reply_cache_never_changes_a_reply(replies: list[tuple[bool, str]]) -> None:
+    """Cached replies equal fresh ones, also across the cache being emptied when full."""
+    fresh = []
+    for ok, text in replies:
+        _commands._OK_REPLIES.clear()
+        _commands._ERR_REPLIES.clear()
+        fresh.append(format_reply(ok, text))
+    for _ in range(2):  # second pass: mostly cache hits
+        assert [format_reply(ok, text) for ok, text in replies] == fresh
+    assert len(_commands._OK_REPLIES) <= _commands._REPLY_CACHE_SIZE
+    assert len(_commands._ERR_REPLIES) <= _commands._REPLY_CACHE_SIZE
+    assert format_reply(True) == b"+OK\r\n"
+    assert format_reply(False) == b"-ERR\r\n"

@@ -118,6 +118,13 @@ def _clean(text: str) -> str:
 #: Longest reply text that needs no cutting: the line limit less "-ERR " and CRLF.
 _SHORT_TEXT = MAX_REPLY_LINE - len("-ERR \r\n")
 
+#: Formatted plain replies by text, one cache for +OK and one for -ERR: a pipelined
+#: burst repeats the same few replies, and a dict lookup is a third of formatting.
+#: Emptied when full, so client-chosen text (an echoed argument) cannot grow it.
+_REPLY_CACHE_SIZE = 256
+_OK_REPLIES: dict[str, bytes] = {}
+_ERR_REPLIES: dict[str, bytes] = {}
+
 
 def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
     """Format a single-line reply, at most :data:`MAX_REPLY_LINE` octets with CRLF.
@@ -134,17 +141,21 @@ def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
     Raises:
         ValueError: ``code`` does not match RFC 2449's response code syntax.
     """
-    if (
-        code is None
-        and text.isascii()
-        and text.isprintable()
-        and len(text) <= _SHORT_TEXT
-        and not text.startswith("[")
-    ):
-        # The usual reply: nothing to clean, escape or cut.
-        if not text:
-            return b"+OK\r\n" if ok else b"-ERR\r\n"
-        return (b"+OK " if ok else b"-ERR ") + text.encode("ascii") + b"\r\n"
+    if code is None:
+        cache = _OK_REPLIES if ok else _ERR_REPLIES
+        reply = cache.get(text)
+        if reply is not None:  # the same reply again, e.g. STAT in a pipelined burst
+            return reply
+        if text.isascii() and text.isprintable() and len(text) <= _SHORT_TEXT:
+            if not text:
+                return b"+OK\r\n" if ok else b"-ERR\r\n"
+            if not text.startswith("["):
+                # The usual reply: nothing to clean, escape or cut.
+                reply = (b"+OK " if ok else b"-ERR ") + text.encode("ascii") + b"\r\n"
+                if len(cache) >= _REPLY_CACHE_SIZE:
+                    cache.clear()
+                cache[text] = reply
+                return reply
     head = "+OK" if ok else "-ERR"
     if code is not None:
         code = str(code)
