@@ -5,6 +5,7 @@ Synchronous; no trio.  Each test cites the RFC-CHECKLIST rule it checks.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -635,3 +636,16 @@ def test_format_reply_cache_never_changes_a_reply(replies: list[tuple[bool, str]
     assert len(_commands._ERR_REPLIES) <= _commands._REPLY_CACHE_SIZE
     assert format_reply(True) == b"+OK\r\n"
     assert format_reply(False) == b"-ERR\r\n"
+
+
+@given(st.text(max_size=24))
+def test_parse_message_number_accepts_exactly_ascii_digit_strings(arg: str) -> None:
+    """RFC 1939 §4: 1 to MAX_MESSAGE_NUMBER_DIGITS ASCII digits, nothing else."""
+    valid = re.fullmatch(f"[0-9]{{1,{MAX_MESSAGE_NUMBER_DIGITS}}}", arg) is not None
+    try:
+        number = parse_message_number(arg)
+    except NoSuchMessage:
+        assert not valid
+    else:
+        assert valid
+        assert number == int(arg)
