@@ -34,6 +34,10 @@ __all__ = ["DEFAULT_GREETING", "POP3Server"]
 #: delay as :func:`trio.serve_listeners`).
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
+#: The name of every session task.  Given, so that trio does not build a new name
+#: string for each connection (one per idle connection held, and the work to make it).
+SESSION_TASK_NAME = "trio_pop3.session"
+
 #: Seconds to wait after a capacity error from accept() (trio.serve_listeners' value).
 ACCEPT_RETRY_DELAY = 0.1
 
@@ -325,7 +329,7 @@ class POP3Server:
                     logger.error("accept() failed: %s; retrying in %s s", exc, ACCEPT_RETRY_DELAY)
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                 else:
-                    sessions.start_soon(handle, stream)
+                    sessions.start_soon(handle, stream, name=SESSION_TASK_NAME)
 
     async def handle_stream(self, stream: trio.abc.Stream, *, implicit_tls: bool = False) -> None:
         """Serve one client on ``stream`` until the session ends; closes the stream.
