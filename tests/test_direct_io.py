@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from pop3_support import Client, Connect, Recorder, SkeletonHandler, StartServer
 
-from trio_pop3 import POP3Server, _session
+from trio_pop3 import POP3Server, State, _session
+from trio_pop3._idle import IdleWatch
 from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
 
 
@@ -251,3 +253,37 @@ async def test_other_accept_errors_end_serving() -> None:
     ):
         with trio.fail_after(5):
             await server.serve_listeners([flaky])
+
+
+# -- a session told to drain never starts a wait -----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["socket", "memory"])
+async def test_draining_session_does_not_start_a_wait(
+    kind: str, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    """shutdown() may come while a session is busy (or yielding before its wait).
+
+    drain() can only wake a wait that has started; a session that finds itself
+    draining must not start one, or it would sit there until the grace ran out.
+    """
+    config = POP3Server(SkeletonHandler).config
+    if kind == "socket":
+        a, b = trio.socket.socketpair()
+        stream: trio.abc.Stream = trio.SocketStream(a)
+        peer: trio.abc.Stream = trio.SocketStream(b)
+    else:
+        stream, peer = trio.testing.memory_stream_pair()
+    # On a socket, with the server's IdleWatch as under serve().
+    session = _session.Session(stream, config, peer=None, watch=IdleWatch(nursery))
+    assert (session._fd is not None) == (kind == "socket")
+    session.drain()  # not waiting yet: nothing to wake
+    start = trio.current_time()
+    with trio.fail_after(60):  # the idle timeout is 600 s: this must not wait at all
+        assert await session._receive(trio.current_time() + 600) is None
+    assert trio.current_time() - start < 1
+    # The line reader turns that into "shutting down".
+    with pytest.raises(_session._ShuttingDown):
+        await session.read_line(State.AUTHORIZATION)
+    await stream.aclose()
+    await peer.aclose()
