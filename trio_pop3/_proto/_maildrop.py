@@ -20,6 +20,7 @@ __all__ = ["MAX_MESSAGE_NUMBER_DIGITS", "Maildrop", "NoSuchMessage", "parse_mess
 #: (WIRE-10: no absurd digit strings); 10**18 messages is beyond any maildrop.
 MAX_MESSAGE_NUMBER_DIGITS = 18
 
+
 class _Sized(Protocol):
     @property
     def size(self) -> int: ...
