@@ -13,6 +13,7 @@ import errno
 import functools
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import trustme
 from pop3_support import Client, Connect, Recorder, SkeletonHandler, StartServer
 
 from trio_pop3 import POP3Server, State, _session
@@ -287,3 +289,45 @@ async def test_draining_session_does_not_start_a_wait(
         await session.read_line(State.AUTHORIZATION)
     await stream.aclose()
     await peer.aclose()
+
+
+# -- handle_stream closes its stream on every path -----------------------------------------
+
+
+async def _closed(client: trio.abc.Stream) -> bytes:
+    """Everything the server sent until it closed the connection."""
+    data = b""
+    with trio.fail_after(5):
+        while chunk := await client.receive_some():
+            data += chunk
+    return data
+
+
+async def test_handle_stream_closes_when_handler_factory_raises() -> None:
+    def factory() -> SkeletonHandler:
+        raise RuntimeError("no handler")
+
+    server = POP3Server(factory, catch_errors=False)
+    server_end, client_end = trio.testing.memory_stream_pair()
+    with pytest.raises(RuntimeError, match="no handler"):
+        await server.handle_stream(server_end)
+    assert await _closed(client_end) == b""
+
+
+async def test_handle_stream_closes_when_cancelled_in_the_tls_handshake() -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost").configure_cert(context)
+    server = POP3Server(SkeletonHandler, ssl_context=context)
+    server_end, client_end = trio.testing.memory_stream_pair()
+    with trio.move_on_after(0.2):  # the client never starts the handshake
+        await server.handle_stream(server_end, implicit_tls=True)
+    assert await _closed(client_end) == b""
+    assert server.active_connections == 0
+
+
+async def test_handle_stream_refusal_closes_after_its_reply() -> None:
+    server = POP3Server(SkeletonHandler)
+    server.shutdown()
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server.handle_stream(server_end)
+    assert await _closed(client_end) == b"-ERR [SYS/TEMP] Server shutting down.\r\n"
