@@ -24,7 +24,7 @@ import trio.testing
 import trustme
 from pop3_support import Client, Connect, Recorder, SkeletonHandler, StartServer
 
-from trio_pop3 import POP3Server, State, _session
+from trio_pop3 import ClientDisconnected, POP3Server, State, _session
 from trio_pop3._idle import IdleWatch
 from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
 
@@ -331,3 +331,27 @@ async def test_handle_stream_refusal_closes_after_its_reply() -> None:
     server_end, client_end = trio.testing.memory_stream_pair()
     await server.handle_stream(server_end)
     assert await _closed(client_end) == b"-ERR [SYS/TEMP] Server shutting down.\r\n"
+
+
+async def test_a_late_reply_after_the_session_never_reaches_another_connection(
+    start_server: StartServer, connect: Connect
+) -> None:
+    """Descriptor numbers are reused at once: the session must forget its socket's.
+
+    A handler task that outlives its session (a bug in user code, but a possible one)
+    and sends must get ClientDisconnected, not write into whichever connection now
+    has that descriptor number.
+    """
+    recorder = Recorder()
+    running = await start_server(recorder)
+    first = await connect(running.port)
+    assert await first.command("QUIT") == "+OK goodbye"
+    assert await first.read_to_eof() == b""  # the server has closed that socket
+    old = recorder.handlers[0]
+    second = await connect(running.port)  # likely gets the same descriptor number
+    await old.send_ok("leaked into another connection")  # only queued
+    with pytest.raises(ClientDisconnected):
+        await old._s.flush()
+    reply = await second.command("NOOP")  # the next thing it reads is its own reply
+    assert reply.startswith("-ERR")
+    assert "leaked" not in reply

@@ -554,8 +554,12 @@ async def _close_stream(session: Session) -> None:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-    if session._fd is not None and isinstance(stream, trio.SocketStream):
-        stream.socket.close()  # what aclose() does, without its checkpoint
+    fd, session._fd = session._fd, None  # the number may be reused at once
+    if fd is not None and isinstance(stream, trio.SocketStream):
+        # What aclose() does, without its checkpoint.  From now on the session only
+        # knows the closed stream: a late send_ok() from a handler's stray task
+        # gets ClientDisconnected instead of writing into another connection.
+        stream.socket.close()
         return
     await trio.aclose_forcefully(stream)
 
