@@ -5,7 +5,9 @@ Measures, with the standard library only (``time.perf_counter``):
 * command input: ``LineBuffer`` splitting a pipelined burst fed in 64 KiB reads (as
   the session does), and ``parse_command`` on each line: commands/s, together and
   apart;
-* ``format_reply`` on a mix of typical single-line replies: replies/s;
+* ``format_reply`` on a mix of typical single-line replies (mostly hits in its cache of
+  recent replies, as in a pipelined burst), and on replies that are all different:
+  replies/s;
 * ``MessageWriter`` (CRLF normalisation + byte-stuffing, as RETR sends a message) on
   a realistic 16 MiB message stored with LF line ends and some lines starting with
   ".", fed in 256 KiB chunks like the Maildir reader: MB/s of stored octets;
@@ -209,8 +211,25 @@ def bench_replies(count: int, repeat: int) -> list[Result]:
         for ok, text, code in cases:
             format_reply(ok, text, code)
 
+    # Every text new (a number in it), so the reply cache never hits: the cost of
+    # formatting itself, as for replies that echo a client's argument.
+    distinct = [(True, f"{i} {i * 37}", None) for i in range(count)]
+
+    def run_distinct() -> None:
+        for ok, text, code in distinct:
+            format_reply(ok, text, code)
+
     note = f"{count} replies, {len(REPLIES)}-reply mix"
-    return [_result("format_reply", "replies/s", count, _timed(run, repeat), note)]
+    return [
+        _result("format_reply", "replies/s", count, _timed(run, repeat), f"{note} (cached)"),
+        _result(
+            "format_reply, distinct",
+            "replies/s",
+            count,
+            _timed(run_distinct, repeat),
+            f"{count} different texts",
+        ),
+    ]
 
 
 def bench_message(size: int, repeat: int) -> list[Result]:
