@@ -12,9 +12,11 @@ never split into pieces that meet Nagle's algorithm and delayed ACKs.
 On a plain TCP socket (the common case) the session does its own non-blocking
 ``write``/``read`` calls on the socket and uses trio only to wait: a reply that fits
 the socket buffer leaves in one system call, and a read that finds data returns it
-at once (after a checkpoint, for fairness).  trio's ``SocketStream`` would pass every
-call through the scheduler; for a ping-pong of one small reply per command that was
-a fifth of a session's CPU.  TLS and other streams use the generic stream API.
+at once (after a checkpoint, for fairness).  A read that finds nothing yields once
+and reads again before it registers a wait: the client has often answered by then.
+trio's ``SocketStream`` would pass every call through the scheduler; for a ping-pong
+of one small reply per command that was a fifth of a session's CPU.  TLS and other
+streams use the generic stream API.
 
 A wait for the client is bounded by the idle (or login) timeout of the command
 line: the session ends quietly when it fires (RFC 1939 section 3).  Waits on a plain
