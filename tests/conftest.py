@@ -1,5 +1,7 @@
-"""Fixtures shared by the whole suite; the helpers behind them live in pop3_support."""
+"""Fixtures shared by the whole suite; the helpers behind them live in pop3_support
+(and, for real server processes, in interop/conftest.py)."""
 
+from interop.conftest import server_factory as server_factory
 from pop3_support import (
     authenticator as authenticator,
     connect as connect,
@@ -16,6 +18,7 @@ __all__ = [
     "mailbox_factory",
     "mailbox_port",
     "pop3_session",
+    "server_factory",
     "start_server",
     "store",
 ]

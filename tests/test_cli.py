@@ -519,18 +519,6 @@ def test_max_connections(config: MailSetup, server_factory: ServerFactory) -> No
     assert "refused" in proc.stderr
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    factory = ServerFactory(tmp_path / "server-logs")
-    try:
-        yield factory
-    finally:
-        results = factory.stop_all()
-    for proc, status in results:
-        assert status == 0, f"exit status {status}:\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, proc.stderr
-
-
 def test_auth_failure_delay_option(tmp_path: Path) -> None:
     """--auth-failure-delay reaches Limits; a negative value is a usage error."""
     from trio_pop3._cli import UsageError, build_parser

@@ -12,7 +12,6 @@ import os
 import poplib
 import re
 import signal
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -37,18 +36,6 @@ MAX_PROBES = 40
 @pytest.fixture
 def config(tmp_path: Path) -> MailSetup:
     return make_mail_setup(tmp_path / "config")
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    factory = ServerFactory(tmp_path / "server-logs")
-    try:
-        yield factory
-    finally:
-        results = factory.stop_all()
-    for proc, status in results:
-        assert status == 0, f"exit status {status}:\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def children(pid: int) -> set[int]:
