@@ -380,8 +380,6 @@ class Session:
             self._check_not_expired()
             data = _read_now(fd)
             if data is not None:
-                if not data:
-                    raise _ClientGone("end of stream")
                 await trio.lowlevel.checkpoint()
                 return data
             # Nothing yet: let the other sessions run before registering a wait.
@@ -393,8 +391,6 @@ class Session:
             self.idle = False
             data = _read_now(fd)
             if data is not None:
-                if not data:
-                    raise _ClientGone("end of stream")
                 return data
             if self.draining:
                 # shutdown() came while this session was busy (or in the yield
@@ -420,8 +416,6 @@ class Session:
                     if wait_id is not None:
                         watch.unregister(wait_id)
                 self.idle = False
-                if not data:
-                    raise _ClientGone("end of stream")
                 return data
         if self.draining:  # as above: shutdown() came while this session was busy
             return None
@@ -499,13 +493,20 @@ async def _write_rest(fd: int, data: bytes | bytearray, sent: int) -> None:
 
 
 def _read_now(fd: int) -> bytes | None:
-    """Read what the socket holds now; None if nothing (b"" means end of stream)."""
+    """Read what the socket holds now; None if nothing yet.
+
+    Raises:
+        _ClientGone: end of stream, or a socket error.
+    """
     try:
-        return os.read(fd, RECEIVE_SIZE)
+        data = os.read(fd, RECEIVE_SIZE)
     except BlockingIOError:
         return None
     except OSError as exc:
         raise _ClientGone(exc.strerror or type(exc).__name__) from None
+    if not data:
+        raise _ClientGone("end of stream")
+    return data
 
 
 async def run_session(handler: POP3Handler, session: Session) -> None:
