@@ -26,6 +26,7 @@ from pop3_support import Client, Connect, Recorder, SkeletonHandler, StartServer
 
 from trio_pop3 import ClientDisconnected, POP3Server, State, _session
 from trio_pop3._idle import IdleWatch
+from trio_pop3._server import SESSION_TASK_NAME
 from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
 
 
@@ -355,3 +356,21 @@ async def test_a_late_reply_after_the_session_never_reaches_another_connection(
     reply = await second.command("NOOP")  # the next thing it reads is its own reply
     assert reply.startswith("-ERR")
     assert "leaked" not in reply
+
+
+async def test_session_tasks_share_one_fixed_name(
+    start_server: StartServer, connect: Connect
+) -> None:
+    """trio would otherwise build a name string per connection (memory per idle one)."""
+    names: list[str] = []
+
+    class Handler(SkeletonHandler):
+        async def on_connect(self) -> None:
+            names.append(trio.lowlevel.current_task().name)
+
+    running = await start_server(Handler)
+    for _ in range(2):
+        client = await connect(running.port)
+        assert await client.command("QUIT") == "+OK goodbye"
+    assert names == [SESSION_TASK_NAME, SESSION_TASK_NAME]
+    assert names[0] is names[1]
