@@ -406,8 +406,7 @@ class POP3Server:
                         handler = self.handler_factory()
                     except Exception:
                         if not self.config.catch_errors:
-                            await trio.aclose_forcefully(stream)
-                            raise
+                            raise  # the stream is closed below, as on any exception
                         logger.exception("%s handler_factory() failed", label)
                         await _refuse(stream, "Internal error.")
                         return
@@ -426,7 +425,6 @@ class POP3Server:
                 self._sessions.discard(session)
                 self.addresses.disconnect(address)
                 self._active -= 1
-
         except BaseException:
             await trio.aclose_forcefully(stream)  # closing twice is harmless
             raise
