@@ -23,6 +23,7 @@ from ._config import (
 from ._errors import ClientDisconnected, ResponseCode
 from ._handler import POP3Handler
 from ._idle import IdleWatch
+from ._poller import ReadPoller, make_poller
 from ._proto._commands import format_reply
 from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
@@ -148,6 +149,8 @@ class POP3Server:
         #: Times idle sessions of serve()/serve_listeners(); handle_stream() called
         #: on its own gives each wait a cancel scope instead.
         self._watch: IdleWatch | None = None
+        #: Parks serve()'s idle sessions (None: trio's own waits).
+        self._poller: ReadPoller | None = None
         #: Live connections and recent login failures per client address.
         self.addresses = AddressTracker()
 
@@ -207,18 +210,31 @@ class POP3Server:
         :meth:`serve`.
         """
         plain, secure = list(plain), list(secure)
-        async with trio.open_nursery() as sessions:
-            self._session_scope = sessions.cancel_scope
-            self._watch = IdleWatch(sessions)
-            async with trio.open_nursery() as accept:
-                self._accept_scope = accept.cancel_scope
-                if self._draining:
-                    accept.cancel_scope.cancel()
-                for group, tls in ((plain, False), (secure, True)):
-                    for listener in group:
-                        await accept.start(self._accept_loop, listener, tls, sessions)
-                task_status.started(plain + secure)
-            # Accepting stopped (shutdown()); the sessions nursery waits for the rest.
+        poller = make_poller()
+        try:
+            async with trio.open_nursery() as services:
+                if poller is not None:
+                    await services.start(poller.run)
+                self._poller = poller
+                async with trio.open_nursery() as sessions:
+                    self._session_scope = sessions.cancel_scope
+                    self._watch = IdleWatch(sessions)
+                    async with trio.open_nursery() as accept:
+                        self._accept_scope = accept.cancel_scope
+                        if self._draining:
+                            accept.cancel_scope.cancel()
+                        for group, tls in ((plain, False), (secure, True)):
+                            for listener in group:
+                                await accept.start(self._accept_loop, listener, tls, sessions)
+                        task_status.started(plain + secure)
+                    # Accepting stopped (shutdown()); the sessions nursery waits for
+                    # the rest.
+                services.cancel_scope.cancel()  # every session has ended
+        finally:
+            # handle_stream() called on its own from now on times its own waits.
+            self._watch = self._poller = None
+            if poller is not None:
+                poller.close()
 
     def shutdown(self, grace: float = DEFAULT_SHUTDOWN_GRACE) -> None:
         """Stop gracefully: stop accepting, end idle sessions, then cancel the rest.
@@ -388,7 +404,14 @@ class POP3Server:
                 return
             self._active += 1
             self.addresses.connect(address)
-            session = Session(stream, self.config, peer=peer, server=self, watch=self._watch)
+            session = Session(
+                stream,
+                self.config,
+                peer=peer,
+                server=self,
+                watch=self._watch,
+                poller=self._poller,
+            )
             self._sessions.add(session)
             try:
                 if implicit_tls:

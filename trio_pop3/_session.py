@@ -43,6 +43,7 @@ import trio
 
 from ._config import Limits
 from ._errors import ClientDisconnected, POP3Error, ResponseCode
+from ._poller import TRIO_WAITS, Poller
 from ._proto._commands import CommandSyntaxError, format_reply, parse_command
 from ._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
 from ._proto._state import State
@@ -110,6 +111,8 @@ class Session:
         "_expired",
         "_fd",
         "_out",
+        "_polled",
+        "_poller",
         "_read_scope",
         "_waiting_directly",
         "_watch",
@@ -142,6 +145,7 @@ class Session:
         tls: bool = False,
         server: _Server | None = None,
         watch: IdleWatch | None = None,
+        poller: Poller | None = None,
     ) -> None:
         self.stream = stream
         self.config = config
@@ -166,6 +170,9 @@ class Session:
         self._fd = _direct_fd(stream)
         #: Times the direct path's waits for the client (None: a scope per wait).
         self._watch = watch if self._fd is not None else None
+        #: Parks the direct path's timed waits (trio's own waits if none is given).
+        self._poller = poller if poller is not None else TRIO_WAITS
+        self._polled = False  # the socket has joined the poller's set
         self._waiting_directly = False
         #: The idle timer fired or shutdown began while waiting directly: the socket
         #: was handed to notify_closing() and is never waited on again.
@@ -251,12 +258,12 @@ class Session:
     def expire(self) -> None:
         """End a direct wait for the client (the idle timer fired, or shutdown).
 
-        Wakes the wait with ``ClosedResourceError`` via ``notify_closing``; the flag
+        Wakes the wait with ``ClosedResourceError`` (:meth:`Poller.wake`); the flag
         set here tells :meth:`_receive` it was not the client.
         """
         if self._waiting_directly and not self._expired and self._fd is not None:
             self._expired = True
-            trio.lowlevel.notify_closing(self._fd)
+            self._poller.wake(self._fd)
 
     def is_closing(self) -> bool:
         """Whether the session ends after the current command."""
@@ -311,7 +318,9 @@ class Session:
         Raises:
             _ClientGone: the handshake failed or timed out.
         """
-        self._fd = None  # from now on all bytes go through the TLS stream
+        fd, self._fd = self._fd, None  # from now on all bytes go through the TLS stream
+        if fd is not None and self._polled:
+            self._poller.unregister(fd)
         tls_stream = trio.SSLStream(self.stream, context, server_side=True)
         await self.handshake(tls_stream)
         self.stream = tls_stream
@@ -398,13 +407,21 @@ class Session:
                 return None
             watch = self._watch
             if watch is not None:
-                # Timed by the server's IdleWatch rather than a scope of its own.
+                # Timed by the server's IdleWatch rather than a scope of its own, and
+                # parked by its poller (two frames where trio's wait has five).
+                poller = self._poller
+                if not self._polled:
+                    try:
+                        poller.register(fd)
+                    except OSError as exc:
+                        raise _ClientGone(exc.strerror or type(exc).__name__) from None
+                    self._polled = True
                 wait_id = watch.register(self, deadline) if deadline < math.inf else None
                 # Stays True if cancelled here, so run_session can tell the client.
                 self.idle = self._waiting_directly = True
                 try:
                     while data is None:
-                        await trio.lowlevel.wait_readable(fd)
+                        await poller.wait_readable(fd)
                         data = _read_now(fd)
                 except trio.ClosedResourceError:
                     if not self._expired:
@@ -511,36 +528,100 @@ def _read_now(fd: int) -> bytes | None:
 
 async def run_session(handler: POP3Handler, session: Session) -> None:
     """Run one POP3 session to its end; the handler's disconnect() always runs."""
-    config = session.config
     handler._attach(session)
     try:
-        try:
-            await _converse(handler, session)
-        except _ShuttingDown:
-            session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
-            logger.info("%s closed: server shutting down", session.label)
-        except _ClientGone as exc:
-            logger.debug("%s connection ended: %s", session.label, exc)
-        except trio.Cancelled:
-            if session.idle:
-                # Cancelled while waiting for a command: tell the client why.
-                session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
-            raise
-    finally:
-        handler._set_state(State.DISCONNECT)
-        with trio.move_on_after(config.cleanup_timeout, shield=True) as scope:
-            try:
-                await handler.disconnect()
-            except Exception:
-                logger.exception("%s disconnect() hook failed", session.label)
-            if not session.broken:
+        # The command loop is written out here, not in a coroutine of its own: an idle
+        # connection holds every frame of its await chain (about 0.3 KB each).
+        if await _greet(handler, session):
+            limits = session.config.limits
+            debug = session.config.debug
+            # The loop runs once per command: attributes, not properties, and no
+            # helper coroutines on the way to the command method (each level costs).
+            while not session.closing:
+                # A pipelined command is usually buffered already: take it without
+                # the coroutine round trip of read_line (which also waits, flushes
+                # and times).
+                line = session.buffered_line()
+                if line is None:
+                    line = await session.read_line(handler._state)
+                if line is None:
+                    # RFC 1939 section 3: on autologout, close without UPDATE and
+                    # without reply.
+                    logger.info("%s idle timeout in %s", session.label, handler._state.name)
+                    return
+                if isinstance(line, LineTooLong):
+                    await _bad_command(handler, session, "Command line too long.")
+                    continue
+                if debug:
+                    session.log_received(line)
                 try:
-                    await session.flush()
-                except _ClientGone:
-                    pass
-        if scope.cancelled_caught:
-            logger.warning("%s disconnect() hook timed out", session.label)
-        await _close_stream(session)
+                    command = parse_command(line)
+                except CommandSyntaxError as exc:
+                    await _bad_command(handler, session, str(exc))
+                    continue
+                name, arg = command.name, command.arg
+                if len(line) + 2 > limits.max_command_line and name != "AUTH":
+                    await _bad_command(handler, session, "Command line too long.")
+                    continue
+                session.commands += 1
+                method = handler._command_method(name)
+                try:
+                    if method is None:
+                        await handler.unknown(name, arg)
+                        _count_bad(session)
+                    else:
+                        await method(arg)
+                except (_ClientGone, trio.Cancelled):
+                    raise
+                except Exception as exc:
+                    await _command_failed(handler, session, name, exc)
+                handler.previous_command = name
+        await session.flush()
+    except _ShuttingDown:
+        session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
+        logger.info("%s closed: server shutting down", session.label)
+    except _ClientGone as exc:
+        logger.debug("%s connection ended: %s", session.label, exc)
+    except trio.Cancelled:
+        if session.idle:
+            # Cancelled while waiting for a command: tell the client why.
+            session.queue(format_reply(False, "Server shutting down.", "SYS/TEMP"))
+        raise
+    finally:
+        await _end_session(handler, session)
+
+
+async def _greet(handler: POP3Handler, session: Session) -> bool:
+    """Run ``on_connect()`` and send the greeting; return whether commands may follow."""
+    try:
+        await handler.on_connect()
+        greeting = handler.greeting()
+    except Exception as exc:
+        await _answer_exception(handler, session, exc, "on_connect()/greeting()")
+        return False
+    if session.is_closing():
+        return False
+    handler._set_state(State.AUTHORIZATION)
+    await handler.send_ok(greeting)
+    return True
+
+
+async def _end_session(handler: POP3Handler, session: Session) -> None:
+    """Move to DISCONNECT, run the disconnect() hook shielded, send what is queued, close."""
+    handler._set_state(State.DISCONNECT)
+    with trio.move_on_after(session.config.cleanup_timeout, shield=True) as scope:
+        try:
+            await handler.disconnect()
+        except Exception:
+            logger.exception("%s disconnect() hook failed", session.label)
+        if not session.broken:
+            try:
+                await session.flush()
+            except _ClientGone:
+                pass
+    if scope.cancelled_caught:
+        logger.warning("%s disconnect() hook timed out", session.label)
+    await _close_stream(session)
 
 
 #: Time given to a TLS close_notify exchange when a session ends cleanly.
@@ -565,63 +646,6 @@ async def _close_stream(session: Session) -> None:
         stream.socket.close()
         return
     await trio.aclose_forcefully(stream)
-
-
-async def _converse(handler: POP3Handler, session: Session) -> None:
-    try:
-        await handler.on_connect()
-        greeting = handler.greeting()
-    except Exception as exc:
-        await _answer_exception(handler, session, exc, "on_connect()/greeting()")
-        await session.flush()
-        return
-    if session.is_closing():
-        await session.flush()
-        return
-    handler._set_state(State.AUTHORIZATION)
-    await handler.send_ok(greeting)
-    limits = session.config.limits
-    debug = session.config.debug
-    # The loop runs once per command: attributes, not properties, and no helper
-    # coroutines on the way to the command method (each await level costs).
-    while not session.closing:
-        # A pipelined command is usually buffered already: take it without the
-        # coroutine round trip of read_line (which also waits, flushes and times).
-        line = session.buffered_line()
-        if line is None:
-            line = await session.read_line(handler._state)
-        if line is None:
-            # RFC 1939 section 3: on autologout, close without UPDATE and without reply.
-            logger.info("%s idle timeout in %s", session.label, handler._state.name)
-            return
-        if isinstance(line, LineTooLong):
-            await _bad_command(handler, session, "Command line too long.")
-            continue
-        if debug:
-            session.log_received(line)
-        try:
-            command = parse_command(line)
-        except CommandSyntaxError as exc:
-            await _bad_command(handler, session, str(exc))
-            continue
-        name, arg = command.name, command.arg
-        if len(line) + 2 > limits.max_command_line and name != "AUTH":
-            await _bad_command(handler, session, "Command line too long.")
-            continue
-        session.commands += 1
-        method = handler._command_method(name)
-        try:
-            if method is None:
-                await handler.unknown(name, arg)
-                _count_bad(session)
-            else:
-                await method(arg)
-        except (_ClientGone, trio.Cancelled):
-            raise
-        except Exception as exc:
-            await _command_failed(handler, session, name, exc)
-        handler.previous_command = name
-    await session.flush()
 
 
 async def _bad_command(handler: POP3Handler, session: Session, text: str) -> None:
