@@ -8,8 +8,9 @@ A session waiting for a command needs a deadline (the idle or login timeout).  A
 command, and every idle connection holds one.  Sessions on a plain TCP socket
 instead register each wait here: a heap entry and a dict entry.  One task per
 server sleeps until the earliest deadline and expires the sessions whose wait is
-still registered by then; expiring wakes the session's ``wait_readable`` with
-``trio.ClosedResourceError`` (``trio.lowlevel.notify_closing``), and the session
+still registered by then; expiring wakes the session's wait with
+``trio.ClosedResourceError`` (:meth:`~trio_pop3._poller.ReadPoller.wake`, or
+``trio.lowlevel.notify_closing`` where trio's own waits are used), and the session
 then reads its own flag to tell a timeout from a broken connection.
 
 Finished waits are unregistered at once; their heap entries are dropped lazily when

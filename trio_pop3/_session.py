@@ -21,8 +21,10 @@ streams use the generic stream API.
 A wait for the client is bounded by the idle (or login) timeout of the command
 line: the session ends quietly when it fires (RFC 1939 section 3).  Waits on a plain
 socket under :meth:`POP3Server.serve` are timed by the server's
-:class:`~trio_pop3._idle.IdleWatch` (one timer task for all sessions); every other
-wait runs in a cancel scope with that deadline.  A write that cannot finish at once
+:class:`~trio_pop3._idle.IdleWatch` (one timer task for all sessions) and parked by
+its :class:`~trio_pop3._poller.ReadPoller` (one epoll set for all sessions; an idle
+connection then holds two frames of trio's instead of five); every other wait runs
+in a cancel scope with that deadline, on trio's own ``wait_readable``.  A write that cannot finish at once
 waits under the send timeout (the client is dropped).  Whatever ends the session
 (QUIT, EOF, a broken socket, a timeout, an exception, cancellation of the server),
 the ``finally`` block moves the handler to DISCONNECT and runs its ``disconnect()``
@@ -175,7 +177,7 @@ class Session:
         self._polled = False  # the socket has joined the poller's set
         self._waiting_directly = False
         #: The idle timer fired or shutdown began while waiting directly: the socket
-        #: was handed to notify_closing() and is never waited on again.
+        #: was woken by Poller.wake() and is never waited on again.
         self._expired = False
         self.inbuf = LineBuffer(
             limit=config.limits.max_auth_line, max_discard=config.limits.max_discard
@@ -251,7 +253,7 @@ class Session:
             self._read_scope.cancel()
 
     def _check_not_expired(self) -> None:
-        """Refuse to wait on a socket that was handed to ``notify_closing()``."""
+        """Refuse to wait on a socket whose wait was ended by :meth:`expire`."""
         if self._expired:
             raise _ClientGone("timed out")
 
