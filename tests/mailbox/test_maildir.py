@@ -933,3 +933,28 @@ async def test_listing_with_untagged_files_is_never_reused(
     (maildir / "new" / "1700000001.M1P1.h").write_bytes(b"longer\nmessage\n")
     age_dirs(maildir, monkeypatch)
     assert [m.size for m in await snapshot(store)] == [wire_size(b"longer\nmessage\n")]
+
+
+async def test_fsync_failure_after_every_unlink_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 1939 §6: -ERR when UPDATE fails; the text must not claim files remain."""
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h")
+    put(maildir, "new", "2.b.h")
+
+    def failing_fsync(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_maildir, "_fsync_dir", failing_fsync)
+    mailbox = await MaildirStore(root, fsync=True).open("alice")
+    try:
+        first = (await mailbox.list_messages())[0]
+        with pytest.raises(MailboxError) as info:
+            await mailbox.remove([first])
+    finally:
+        await mailbox.close()
+    assert info.value.code == ResponseCode.SYS_TEMP
+    assert "were removed" in info.value.text
+    assert "not removed" not in info.value.text
+    assert os.listdir(maildir / "new") == ["2.b.h"]

@@ -929,9 +929,11 @@ class MaildirMailbox(Mailbox):
         even if some fail.  No other file is touched.
 
         Raises:
-            MailboxError: some files could not be removed, or a directory could not
-                be fsynced (``[SYS/TEMP]``; each failure is logged); the others were
-                removed.  Also when the mailbox is closed (nothing is removed).
+            MailboxError: some files could not be removed (``[SYS/TEMP]`` "Some
+                deleted messages were not removed."; the others were), or all were
+                removed but a directory could not be fsynced (``[SYS/TEMP]``, saying
+                so).  Each failure is logged.  Also when the mailbox is closed
+                (nothing is removed).
             ValueError: a message is not from this mailbox's listing (nothing is
                 removed).
 
@@ -947,12 +949,23 @@ class MaildirMailbox(Mailbox):
         locations = [self._location(message) for message in messages]
         if not locations:
             return
-        failures = await trio.to_thread.run_sync(self._remove_sync, locations)
+        failures, unsynced = await trio.to_thread.run_sync(self._remove_sync, locations)
         if failures:
             raise MailboxError("Some deleted messages were not removed.", ResponseCode.SYS_TEMP)
+        if unsynced:
+            # Every file is gone, but a crash could still bring some back.
+            raise MailboxError(
+                "Deleted messages were removed, but the removal may not survive a crash.",
+                ResponseCode.SYS_TEMP,
+            )
 
-    def _remove_sync(self, locations: Sequence[_Location]) -> int:
-        """Unlink the files; return how many could not be removed (errors are logged)."""
+    def _remove_sync(self, locations: Sequence[_Location]) -> tuple[int, int]:
+        """Unlink the files, then fsync their directories (errors are logged).
+
+        Returns:
+            How many files could not be removed, and how many directories could not
+            be fsynced.
+        """
         failures = 0
         touched: set[str] = set()
         index: dict[str, _Location] | None = None  # base name -> file, built on demand
@@ -979,14 +992,15 @@ class MaildirMailbox(Mailbox):
             except OSError as exc:
                 failures += 1
                 logger.error("Maildir %s: cannot remove %s: %s", self._path, location.name, exc)
+        unsynced = 0
         if self._store.fsync:
             for subdir in sorted(touched):
                 try:
                     _fsync_dir(os.path.join(self._path, subdir))
                 except OSError as exc:
-                    failures += 1
+                    unsynced += 1
                     logger.error("Maildir %s: cannot fsync %s/: %s", self._path, subdir, exc)
-        return failures
+        return failures, unsynced
 
     async def close(self) -> None:
         """Release the maildrop lock.  Calling it again does nothing.
