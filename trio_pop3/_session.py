@@ -18,18 +18,18 @@ trio's ``SocketStream`` would pass every call through the scheduler; for a ping-
 of one small reply per command that was a fifth of a session's CPU.  TLS and other
 streams use the generic stream API.
 
-A wait for the client is bounded by the idle (or login) timeout of the command
-line: the session ends quietly when it fires (RFC 1939 section 3).  Waits on a plain
+A wait for the client is bounded by the idle (or login) timeout of the command line:
+the session ends quietly when it fires (RFC 1939 section 3).  Waits on a plain
 socket under :meth:`POP3Server.serve` are timed by the server's
 :class:`~trio_pop3._idle.IdleWatch` (one timer task for all sessions) and parked by
 its :class:`~trio_pop3._poller.ReadPoller` (one epoll set for all sessions; an idle
 connection then holds two frames of trio's instead of five); every other wait runs
-in a cancel scope with that deadline, on trio's own ``wait_readable``.  A write that cannot finish at once
-waits under the send timeout (the client is dropped).  Whatever ends the session
-(QUIT, EOF, a broken socket, a timeout, an exception, cancellation of the server),
-the ``finally`` block moves the handler to DISCONNECT and runs its ``disconnect()``
-hook exactly once, shielded from cancellation under a deadline, then closes the
-stream.
+in a cancel scope with that deadline, on trio's own ``wait_readable``.  A write that
+cannot finish at once waits under the send timeout (the client is dropped).
+Whatever ends the session (QUIT, EOF, a broken socket, a timeout, an exception,
+cancellation of the server), the ``finally`` block moves the handler to DISCONNECT
+and runs its ``disconnect()`` hook exactly once, shielded from cancellation under a
+deadline, then closes the stream.
 """
 
 from __future__ import annotations
