@@ -14,6 +14,7 @@ import functools
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -374,3 +375,34 @@ async def test_session_tasks_share_one_fixed_name(
         assert await client.command("QUIT") == "+OK goodbye"
     assert names == [SESSION_TASK_NAME, SESSION_TASK_NAME]
     assert names[0] is names[1]
+
+
+async def test_cancelled_in_the_yield_before_a_wait_tells_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The yield before a wait counts as waiting for a command.
+
+    Cancellation there (the server stopping) is answered like cancellation of the wait
+    itself: ``-ERR [SYS/TEMP] Server shutting down.`` (RFC 2449 section 8), not a
+    silent close.
+    """
+    real_checkpoint = trio.lowlevel.checkpoint
+    scope = trio.CancelScope()
+
+    async def cancelling_checkpoint() -> None:
+        # Only the yield in _receive, and only once: cancel the server right there.
+        if sys._getframe(1).f_code.co_name == "_receive" and not scope.cancel_called:
+            scope.cancel()
+        await real_checkpoint()
+
+    monkeypatch.setattr(trio.lowlevel, "checkpoint", cancelling_checkpoint)
+    ours, theirs = trio.socket.socketpair()
+    server = POP3Server(SkeletonHandler)
+    with scope:
+        await server.handle_stream(trio.SocketStream(ours))
+    assert scope.cancelled_caught
+    received = b""
+    with theirs:
+        while chunk := await theirs.recv(4096):
+            received += chunk
+    assert received == (b"+OK POP3 trio_pop3 ready.\r\n-ERR [SYS/TEMP] Server shutting down.\r\n")
