@@ -284,7 +284,7 @@ async def test_draining_session_does_not_start_a_wait(
     session.drain()  # not waiting yet: nothing to wake
     start = trio.current_time()
     with trio.fail_after(60):  # the idle timeout is 600 s: this must not wait at all
-        assert await session._receive(trio.current_time() + 600) is None
+        assert await session._receive(trio.current_time() + 600, False) is None
     assert trio.current_time() - start < 1
     # The line reader turns that into "shutting down".
     with pytest.raises(_session._ShuttingDown):
