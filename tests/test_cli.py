@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import logging
 import os
 import poplib
 import re
@@ -596,3 +597,19 @@ def test_short_timeout_is_warned_about(config: MailSetup) -> None:
     assert result.stderr.rstrip().endswith(
         b"trio-pop3: error: cannot listen: Address already in use"
     )
+
+
+def test_log_formatter_writes_what_the_default_formatter_writes() -> None:
+    """The per-second cache of the time text changes nothing in the output."""
+    from trio_pop3._cli import _LogFormatter
+
+    fmt = "%(asctime)s x: %(levelname)s %(message)s"
+    ours, default = _LogFormatter(fmt), logging.Formatter(fmt)
+    base = 1_790_000_000.0
+    record = logging.LogRecord("trio_pop3", logging.INFO, "f", 1, "m %d", (1,), None)
+    for offset in (0.0, 0.001, 0.999, 1.0, 1.5, 59.999, 60.0, 3600.25, 0.5):
+        record.created = base + offset
+        record.msecs = int((record.created - int(record.created)) * 1000)
+        assert ours.format(record) == default.format(record)
+    record.created = base
+    assert ours.formatTime(record, "%H") == default.formatTime(record, "%H")
