@@ -116,6 +116,7 @@ class Session:
         "_polled",
         "_poller",
         "_read_scope",
+        "_trio_knows_fd",
         "_waiting_directly",
         "_watch",
         "auth_failures",
@@ -175,6 +176,8 @@ class Session:
         #: Parks the direct path's timed waits (trio's own waits if none is given).
         self._poller = poller if poller is not None else TRIO_WAITS
         self._polled = False  # the socket has joined the poller's set
+        #: trio has waited on the descriptor: closing it must go through trio.
+        self._trio_knows_fd = self._poller is TRIO_WAITS
         self._waiting_directly = False
         #: The idle timer fired or shutdown began while waiting directly: the socket
         #: was woken by Poller.wake() and is never waited on again.
@@ -306,6 +309,7 @@ class Session:
                 if self._fd is None:
                     await self.stream.send_all(data)
                 else:
+                    self._trio_knows_fd = True
                     await _write_rest(self._fd, data, sent)
                 self.sent += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -454,6 +458,7 @@ class Session:
                 else:
                     # Inline rather than a helper: an idle session's memory is
                     # mostly the frames of its await chain.
+                    self._trio_knows_fd = True
                     while received is None:
                         await trio.lowlevel.wait_readable(fd)
                         received = _read_now(fd)
@@ -651,7 +656,14 @@ async def _close_stream(session: Session) -> None:
         # What aclose() does, without its checkpoint.  From now on the session only
         # knows the closed stream: a late send_ok() from a handler's stray task
         # gets ClientDisconnected instead of writing into another connection.
-        stream.socket.close()
+        if session._trio_knows_fd:
+            stream.socket.close()  # wakes any trio wait on it (notify_closing)
+        else:
+            # trio never waited on it, so it has nothing to forget (its
+            # notify_closing costs a failing epoll_ctl and an exception); only a
+            # wait parked in the poller could be left, and wake() ends it.
+            session._poller.wake(fd)
+            os.close(stream.socket.detach())
         return
     await trio.aclose_forcefully(stream)
 
