@@ -12,7 +12,10 @@ answer ``-ERR`` in order and go on.  If a single line keeps going past ``max_dis
 octets, :class:`BufferOverflow` is raised and the session should drop the client.
 
 The search for LF resumes where the last one stopped, so a line trickling in one
-byte at a time costs O(n), not O(n^2) (a denial-of-service defence).
+byte at a time costs O(n), not O(n^2) (a denial-of-service defence).  Lines are
+sliced out of the received bytes, one copy each (a pipelined burst of commands is
+split without moving the rest of the burst); a line split across reads is collected
+in a bytearray.
 """
 
 from __future__ import annotations
@@ -42,22 +45,40 @@ class LineBuffer:
             :class:`BufferOverflow`.
     """
 
-    __slots__ = ("_buf", "_discarded", "_discarding", "_scanned", "limit", "max_discard")
+    __slots__ = ("_buf", "_discarded", "_discarding", "_pos", "_scanned", "limit", "max_discard")
 
     def __init__(self, *, limit: int, max_discard: int) -> None:
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf known to hold no LF
+        # Bytes are kept as they were received and lines are sliced out of them: one
+        # copy per line.  Only when a line spans two reads does the buffer become a
+        # bytearray that the rest of the line is appended to.  _buf[_pos:] is what is
+        # not consumed yet.
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._scanned = 0  # _buf[_pos:_scanned] is known to hold no LF
         self._discarding = False
         self._discarded = 0
         self.limit = limit
         self.max_discard = max_discard
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray) -> None:
         """Add received bytes."""
-        self._buf += data
+        buf, pos = self._buf, self._pos
+        if pos == len(buf):
+            self._buf = bytes(data)  # no copy of a bytes object
+            self._pos = self._scanned = 0
+            return
+        if type(buf) is bytearray:
+            del buf[:pos]  # cheap at the front of a bytearray
+            buf += data  # an unfinished line growing: amortised O(1) per byte
+        else:
+            grown = bytearray(memoryview(buf)[pos:])
+            grown += data
+            self._buf = grown
+        self._scanned -= pos
+        self._pos = 0
 
     def next_line(self, limit: int | None = None) -> bytes | LineTooLong | None:
         """Return the next complete line, :class:`LineTooLong`, or None if more data is needed.
@@ -71,36 +92,41 @@ class LineBuffer:
         """
         limit = self.limit if limit is None else limit
         buf = self._buf
+        pos = self._pos
         nl = buf.find(b"\n", self._scanned)
         if nl < 0:
-            if self._discarding or len(buf) > limit:
+            pending = len(buf) - pos
+            if self._discarding or pending > limit:
                 self._discarding = True
-                self._discarded += len(buf)
-                del buf[:]
-                self._scanned = 0
+                self._discarded += pending
+                pending = 0
                 if self._discarded > self.max_discard:
+                    self._reset()
                     raise BufferOverflow(f"line longer than {self.max_discard} octets")
-            else:
+            if pending:
                 self._scanned = len(buf)
+            else:
+                self._reset()  # nothing pending: let the received bytes go
             return None
-        self._scanned = 0
+        self._pos = self._scanned = nl + 1
+        length = nl + 1 - pos
         if self._discarding:
-            length = self._discarded + nl + 1
-            del buf[: nl + 1]
+            length += self._discarded
             self._discarding = False
             self._discarded = 0
             if length > self.max_discard:
                 raise BufferOverflow(f"line longer than {self.max_discard} octets")
             return LineTooLong(length)
-        if nl + 1 > limit:
-            del buf[: nl + 1]
-            if nl + 1 > self.max_discard:
+        if length > limit:
+            if length > self.max_discard:
                 raise BufferOverflow(f"line longer than {self.max_discard} octets")
-            return LineTooLong(nl + 1)
-        end = nl - 1 if nl > 0 and buf[nl - 1] == 0x0D else nl
-        line = bytes(buf[:end])
-        del buf[: nl + 1]
-        return line
+            return LineTooLong(length)
+        line = buf[pos : nl - 1 if nl > pos and buf[nl - 1] == 0x0D else nl]
+        return line if type(line) is bytes else bytes(line)
+
+    def _reset(self) -> None:
+        self._buf = b""
+        self._pos = self._scanned = 0
 
     def has_line(self) -> bool:
         """Return whether a complete line is buffered (without consuming it)."""
@@ -108,9 +134,8 @@ class LineBuffer:
 
     def clear(self) -> bytes:
         """Drop and return everything buffered (e.g. plaintext pipelined after STLS)."""
-        data = bytes(self._buf)
-        del self._buf[:]
-        self._scanned = 0
+        data = bytes(self._buf[self._pos :])
+        self._reset()
         self._discarding = False
         self._discarded = 0
         return data
