@@ -246,3 +246,39 @@ async def test_idle_sessions_park_on_the_poller_not_on_trio(start_server: StartS
             assert await mailbox.list_messages() == []
         finally:
             await mailbox.close()
+
+
+async def test_a_handler_that_closed_the_socket_itself_ends_only_its_session(
+    start_server: StartServer,
+) -> None:
+    """The session's own close then finds nothing to close; the server goes on."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+
+    class Closer(MailboxHandler):
+        extra_commands = {"XCLOSE": ["trans"]}
+
+        async def pop3_XCLOSE(self, arg: str | None) -> None:
+            await self.send_ok("closing")
+            await self._s.flush()
+            await self._s.stream.aclose()
+
+    factory = functools.partial(Closer, store, MemoryAuthenticator({"alice": "pw"}))
+    running = await start_server(factory)
+    client = Client(await trio.open_tcp_stream("127.0.0.1", running.port))
+    try:
+        await client.reply()
+        await client.login("alice", "pw")
+        assert (await client.command("XCLOSE")).startswith("+OK")
+        with trio.fail_after(5):
+            assert await client.read_to_eof() == b""
+    finally:
+        await client.aclose()
+    # The server still serves, and the maildrop was not changed.
+    client = Client(await trio.open_tcp_stream("127.0.0.1", running.port))
+    try:
+        await client.reply()
+        await client.login("alice", "pw")
+        assert (await client.command("STAT")).startswith("+OK 1 ")
+        assert (await client.command("QUIT")).startswith("+OK")
+    finally:
+        await client.aclose()

@@ -663,7 +663,12 @@ async def _close_stream(session: Session) -> None:
             # notify_closing costs a failing epoll_ctl and an exception); only a
             # wait parked in the poller could be left, and wake() ends it.
             session._poller.wake(fd)
-            os.close(stream.socket.detach())
+            detached = stream.socket.detach()  # -1 if the handler closed it already
+            if detached >= 0:
+                try:
+                    os.close(detached)
+                except OSError:
+                    pass  # the descriptor is released all the same
         return
     await trio.aclose_forcefully(stream)
 
