@@ -406,3 +406,56 @@ async def test_cancelled_in_the_yield_before_a_wait_tells_the_client(
         while chunk := await theirs.recv(4096):
             received += chunk
     assert received == (b"+OK POP3 trio_pop3 ready.\r\n-ERR [SYS/TEMP] Server shutting down.\r\n")
+
+
+async def test_quit_committing_when_the_server_is_cancelled_still_answers() -> None:
+    """RFC 1939 §6: a QUIT whose commit is under way finishes it and says +OK.
+
+    The commit runs shielded; on a plain socket the reply queued after it is written
+    without a checkpoint, so cancelling serve() meanwhile does not swallow it.
+    """
+    store = MemoryStore({"alice": [b"Subject: a\n\nx\n", b"Subject: b\n\ny\n"]})
+    entered, release = trio.Event(), trio.Event()
+
+    class SlowCommit(MailboxHandler):
+        async def commit(self) -> None:
+            entered.set()
+            await release.wait()
+            await super().commit()
+
+    server = POP3Server(
+        functools.partial(SlowCommit, store, MemoryAuthenticator({"alice": "secret"})),
+        host="127.0.0.1",
+        port=0,
+    )
+    server_scope = trio.CancelScope()
+
+    async def run_server(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        with server_scope:
+            await server.serve(task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(run_server)
+        port = listeners[0].socket.getsockname()[1]
+        client = Client(await trio.open_tcp_stream("127.0.0.1", port))
+        try:
+            await client.reply()
+            await client.login()
+            kept = (await client.command("UIDL 2")).split()[2]
+            assert (await client.command("DELE 1")).startswith("+OK")
+            await client.send_line("QUIT")
+            with trio.fail_after(5):
+                await entered.wait()
+            server_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+            with trio.fail_after(5):
+                assert (await client.reply()).startswith("+OK")
+                assert await client.read_to_eof() == b""
+        finally:
+            await client.aclose()
+    mailbox = await store.open("alice")
+    try:
+        assert [m.uid for m in await mailbox.list_messages()] == [kept]
+    finally:
+        await mailbox.close()
