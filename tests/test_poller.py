@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -28,122 +31,39 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+@dataclass
+class Polled:
+    """A ReadPoller, a socket pair with ``ours`` registered, and a nursery to use."""
+
+    poller: ReadPoller
+    ours: socket.socket
+    theirs: socket.socket
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def polled_pair(*, running: bool = True) -> AsyncIterator[Polled]:
+    """Yield a :class:`Polled` (its poller's task started unless ``running=False``).
+
+    On exit the nursery is cancelled and everything closed.
+    """
+    poller = ReadPoller()
+    ours, theirs = _pair()
+    try:
+        with ours, theirs:
+            async with trio.open_nursery() as nursery:
+                if running:
+                    await nursery.start(poller.run)
+                poller.register(ours.fileno())
+                yield Polled(poller, ours, theirs, nursery)
+                nursery.cancel_scope.cancel()
+    finally:
+        poller.close()
+
+
 async def _parked_count(poller: ReadPoller) -> int:
     await trio.testing.wait_all_tasks_blocked()
     return len(poller._parked)
-
-
-async def test_a_parked_task_wakes_when_data_arrives() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    woke = trio.Event()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-
-            async def reader() -> None:
-                with pytest.raises(BlockingIOError):
-                    ours.recv(10)  # the rule: park only after a read found nothing
-                await poller.wait_readable(ours.fileno())
-                assert ours.recv(10) == b"hello"
-                woke.set()
-
-            nursery.start_soon(reader)
-            assert await _parked_count(poller) == 1
-            assert not woke.is_set()
-            theirs.send(b"hello")
-            with trio.fail_after(5):
-                await woke.wait()
-            assert await _parked_count(poller) == 0
-            nursery.cancel_scope.cancel()
-    poller.close()
-
-
-async def test_end_of_stream_wakes_the_task() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    with ours:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-
-            async def close_soon() -> None:
-                await trio.testing.wait_all_tasks_blocked()
-                theirs.close()
-
-            nursery.start_soon(close_soon)
-            with trio.fail_after(5):
-                await poller.wait_readable(ours.fileno())
-            assert ours.recv(10) == b""
-            nursery.cancel_scope.cancel()
-    poller.close()
-
-
-async def test_wake_ends_the_wait_with_closed_resource_error() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-            poller.wake(ours.fileno())  # nobody waiting: harmless
-
-            async def waker() -> None:
-                await trio.testing.wait_all_tasks_blocked()
-                poller.wake(ours.fileno())
-
-            nursery.start_soon(waker)
-            with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
-                await poller.wait_readable(ours.fileno())
-            assert await _parked_count(poller) == 0
-            nursery.cancel_scope.cancel()
-    poller.close()
-
-
-async def test_a_cancelled_wait_is_forgotten_and_later_data_is_harmless() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-            with trio.move_on_after(0.05) as scope:
-                await poller.wait_readable(ours.fileno())
-            assert scope.cancelled_caught
-            assert await _parked_count(poller) == 0
-            theirs.send(b"late")  # an event with nobody parked: ignored
-            await trio.testing.wait_all_tasks_blocked()
-            # The next wait finds the data with a read first, as the rule says.
-            assert ours.recv(10) == b"late"
-            nursery.cancel_scope.cancel()
-    poller.close()
-
-
-async def test_data_that_comes_before_the_poller_runs_still_wakes_the_task() -> None:
-    """Events wait in the kernel until the poller's task collects them."""
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    woke = trio.Event()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            poller.register(ours.fileno())
-
-            async def reader() -> None:
-                await poller.wait_readable(ours.fileno())
-                woke.set()
-
-            nursery.start_soon(reader)
-            await trio.testing.wait_all_tasks_blocked()
-            theirs.send(b"early")
-            await trio.testing.wait_all_tasks_blocked()
-            assert not woke.is_set()  # nobody has collected the event yet
-            await nursery.start(poller.run)
-            with trio.fail_after(5):
-                await woke.wait()
-            assert ours.recv(10) == b"early"
-            nursery.cancel_scope.cancel()
-    poller.close()
 
 
 async def _send_when_blocked(sock: socket.socket, data: bytes) -> None:
@@ -151,36 +71,101 @@ async def _send_when_blocked(sock: socket.socket, data: bytes) -> None:
     sock.send(data)
 
 
-async def test_one_waiter_per_socket() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-            nursery.start_soon(poller.wait_readable, ours.fileno())
+async def test_a_parked_task_wakes_when_data_arrives() -> None:
+    woke = trio.Event()
+    async with polled_pair() as p:
+
+        async def reader() -> None:
+            with pytest.raises(BlockingIOError):
+                p.ours.recv(10)  # the rule: park only after a read found nothing
+            await p.poller.wait_readable(p.ours.fileno())
+            assert p.ours.recv(10) == b"hello"
+            woke.set()
+
+        p.nursery.start_soon(reader)
+        assert await _parked_count(p.poller) == 1
+        assert not woke.is_set()
+        p.theirs.send(b"hello")
+        with trio.fail_after(5):
+            await woke.wait()
+        assert await _parked_count(p.poller) == 0
+
+
+async def test_end_of_stream_wakes_the_task() -> None:
+    async with polled_pair() as p:
+
+        async def close_soon() -> None:
             await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(trio.BusyResourceError):
-                await poller.wait_readable(ours.fileno())
-            nursery.cancel_scope.cancel()
-    poller.close()
+            p.theirs.close()
+
+        p.nursery.start_soon(close_soon)
+        with trio.fail_after(5):
+            await p.poller.wait_readable(p.ours.fileno())
+        assert p.ours.recv(10) == b""
+
+
+async def test_wake_ends_the_wait_with_closed_resource_error() -> None:
+    async with polled_pair() as p:
+        p.poller.wake(p.ours.fileno())  # nobody waiting: harmless
+
+        async def waker() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            p.poller.wake(p.ours.fileno())
+
+        p.nursery.start_soon(waker)
+        with trio.fail_after(5), pytest.raises(trio.ClosedResourceError):
+            await p.poller.wait_readable(p.ours.fileno())
+        assert await _parked_count(p.poller) == 0
+
+
+async def test_a_cancelled_wait_is_forgotten_and_later_data_is_harmless() -> None:
+    async with polled_pair() as p:
+        with trio.move_on_after(0.05) as scope:
+            await p.poller.wait_readable(p.ours.fileno())
+        assert scope.cancelled_caught
+        assert await _parked_count(p.poller) == 0
+        p.theirs.send(b"late")  # an event with nobody parked: ignored
+        await trio.testing.wait_all_tasks_blocked()
+        # The next wait finds the data with a read first, as the rule says.
+        assert p.ours.recv(10) == b"late"
+
+
+async def test_data_that_comes_before_the_poller_runs_still_wakes_the_task() -> None:
+    """Events wait in the kernel until the poller's task collects them."""
+    woke = trio.Event()
+    async with polled_pair(running=False) as p:
+
+        async def reader() -> None:
+            await p.poller.wait_readable(p.ours.fileno())
+            woke.set()
+
+        p.nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        p.theirs.send(b"early")
+        await trio.testing.wait_all_tasks_blocked()
+        assert not woke.is_set()  # nobody has collected the event yet
+        await p.nursery.start(p.poller.run)
+        with trio.fail_after(5):
+            await woke.wait()
+        assert p.ours.recv(10) == b"early"
+
+
+async def test_one_waiter_per_socket() -> None:
+    async with polled_pair() as p:
+        p.nursery.start_soon(p.poller.wait_readable, p.ours.fileno())
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await p.poller.wait_readable(p.ours.fileno())
 
 
 async def test_an_unregistered_socket_no_longer_wakes_anyone() -> None:
-    poller = ReadPoller()
-    ours, theirs = _pair()
-    with ours, theirs:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(poller.run)
-            poller.register(ours.fileno())
-            poller.unregister(ours.fileno())
-            poller.unregister(ours.fileno())  # twice is harmless
-            with trio.move_on_after(0.2) as scope:
-                nursery.start_soon(_send_when_blocked, theirs, b"x")
-                await poller.wait_readable(ours.fileno())
-            assert scope.cancelled_caught
-            nursery.cancel_scope.cancel()
-    poller.close()
+    async with polled_pair() as p:
+        p.poller.unregister(p.ours.fileno())
+        p.poller.unregister(p.ours.fileno())  # twice is harmless
+        with trio.move_on_after(0.2) as scope:
+            p.nursery.start_soon(_send_when_blocked, p.theirs, b"x")
+            await p.poller.wait_readable(p.ours.fileno())
+        assert scope.cancelled_caught
 
 
 async def test_trio_waits_fallback_has_the_same_contract() -> None:
