@@ -35,7 +35,7 @@ from trio_pop3 import (
     POP3Server,
     wire_size,
 )
-from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
+from trio_pop3.mailbox import MailboxHandler, MailStore, MemoryAuthenticator, MemoryStore
 
 __all__ = [
     "MESSAGES",
@@ -466,3 +466,26 @@ async def mailbox_port(
     """
     running = await start_server(mailbox_factory)
     return running.port
+
+
+async def maildrop_uids(store: MailStore, user: str = "alice") -> list[str]:
+    """Return the uids in ``user``'s maildrop (open, list, close: it must be unlocked)."""
+    mailbox = await store.open(user)
+    try:
+        return [message.uid for message in await mailbox.list_messages()]
+    finally:
+        await mailbox.close()
+
+
+async def pipelined_burst(client: Client, n: int = 10_000) -> None:
+    """Send ``n`` commands in one write (NOOP, every 1000th an XECHO) and check each reply.
+
+    RFC 2449 section 6.6: pipelined commands are answered in order.  Needs a handler
+    with XECHO (:class:`SkeletonHandler`).
+    """
+    lines = [b"XECHO %d\r\n" % i if i % 1000 == 999 else b"NOOP\r\n" for i in range(n)]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.send, b"".join(lines))
+            for i in range(n):
+                assert await client.reply() == (f"+OK {i}" if i % 1000 == 999 else "+OK")
