@@ -99,11 +99,10 @@ class LineBuffer:
             if self._discarding or pending > limit:
                 self._discarding = True
                 self._discarded += pending
-                pending = 0
+                self._reset()
                 if self._discarded > self.max_discard:
-                    self._reset()
                     raise BufferOverflow(f"line longer than {self.max_discard} octets")
-            if pending:
+            elif pending:
                 self._scanned = len(buf)
             else:
                 self._reset()  # nothing pending: let the received bytes go
