@@ -649,3 +649,14 @@ def test_parse_message_number_accepts_exactly_ascii_digit_strings(arg: str) -> N
     else:
         assert valid
         assert number == int(arg)
+
+
+def test_linebuffer_lets_a_consumed_burst_go() -> None:
+    # An idle session must not keep its last pipelined burst (up to 64 KiB) alive:
+    # once every line is taken, the buffer holds nothing (white box).
+    buf = LineBuffer(limit=255, max_discard=1024)
+    buf.feed(b"NOOP\r\n" * 10_000)
+    assert [buf.next_line() for _ in range(10_000)] == [b"NOOP"] * 10_000
+    assert buf.next_line() is None
+    assert len(buf) == 0
+    assert buf._buf == b""
