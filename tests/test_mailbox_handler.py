@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import pytest
 from pop3_support import ALICE_MESSAGES, MAILBOX_USERS, Client, memory_session, unstuff
@@ -18,6 +18,7 @@ from trio_pop3.mailbox import (
     MemoryStore,
     MessageInfo,
 )
+from trio_pop3.mailbox._listings import format_listing
 
 Factory = Callable[[], MailboxHandler]
 
@@ -420,6 +421,127 @@ async def test_snapshot_at_login(mailbox_factory: Factory, store: MemoryStore) -
     async with memory_session(mailbox_factory) as s:
         await logged_in(s.client)
         assert (await s.client.command("STAT")).startswith("+OK 4 ")
+
+
+# -- listings shared by sessions with the same snapshot -----------------------------------
+
+
+class SharedSnapshotStore(MailStore):
+    """A MemoryStore whose maildrops hand out one snapshot tuple while they stay unchanged.
+
+    As MaildirStore does for a Maildir it finds unchanged since the last login.
+    """
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.snapshots: dict[str, tuple[MessageInfo, ...]] = {}
+
+    async def open(self, user: str) -> Mailbox:
+        return SharedSnapshotMailbox(self, await self.inner.open(user), user)
+
+
+class SharedSnapshotMailbox(Mailbox):
+    def __init__(self, store: SharedSnapshotStore, inner: Mailbox, user: str) -> None:
+        self.store, self.inner, self.user = store, inner, user
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        fresh = tuple(await self.inner.list_messages())
+        kept = self.store.snapshots.get(self.user)
+        if kept != fresh:
+            self.store.snapshots[self.user] = kept = fresh
+        return kept
+
+    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        return self.inner.read_message(message)
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        await self.inner.remove(messages)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.fixture
+def shared_factory(store: MemoryStore, authenticator: MemoryAuthenticator) -> Factory:
+    return functools.partial(MailboxHandler, SharedSnapshotStore(store), authenticator)
+
+
+@pytest.fixture
+def format_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record every listing MailboxHandler formats (rather than takes ready-made)."""
+    calls: list[list[str]] = []
+
+    def recording(lines: Iterable[str]) -> bytes:
+        lines = list(lines)
+        calls.append(lines)
+        return format_listing(lines)
+
+    monkeypatch.setattr("trio_pop3.mailbox._handler.format_listing", recording)
+    return calls
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_sessions_with_one_snapshot_share_its_listings(
+    shared_factory: Factory, store: MemoryStore, format_calls: list[list[str]]
+) -> None:
+    # RFC 1939 §5, §7 (LIST-01, UIDL-01): the second session gets the same bytes,
+    # formatted once.
+    uids = [uid for uid, _ in store.maildrops["alice"]]
+    expected_list = [f"{n} {size}".encode() for n, size in enumerate(SIZES, 1)]
+    expected_uidl = [f"{n} {uid}".encode() for n, uid in enumerate(uids, 1)]
+    for _ in range(3):
+        async with memory_session(shared_factory) as s:
+            await logged_in(s.client)
+            assert await s.client.multi("LIST") == (
+                f"+OK 3 messages ({TOTAL} octets)",
+                expected_list,
+            )
+            assert await s.client.multi("UIDL") == ("+OK", expected_uidl)
+    assert len(format_calls) == 2  # one LIST and one UIDL, in the first session
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_shared_listings_never_show_deleted_messages(
+    shared_factory: Factory, store: MemoryStore, format_calls: list[list[str]]
+) -> None:
+    # RFC 1939 §5 (TRANS-02, RSET-01): with messages marked deleted the listing is
+    # the session's own; after RSET it is the shared one again.
+    uids = [uid for uid, _ in store.maildrops["alice"]]
+    async with memory_session(shared_factory) as s:
+        await logged_in(s.client)
+        await s.client.multi("LIST")  # fills the cache
+        await s.client.multi("UIDL")
+    async with memory_session(shared_factory) as s:
+        c = s.client
+        await logged_in(c)
+        assert (await c.command("DELE 2")).startswith("+OK")
+        first, lines = await c.multi("LIST")
+        assert first == f"+OK 2 messages ({TOTAL - SIZES[1]} octets)"
+        assert lines == [f"1 {SIZES[0]}".encode(), f"3 {SIZES[2]}".encode()]
+        assert (await c.multi("UIDL"))[1] == [f"1 {uids[0]}".encode(), f"3 {uids[2]}".encode()]
+        assert (await c.command("RSET")).startswith("+OK")
+        _, lines = await c.multi("LIST")
+        assert [line.split()[0] for line in lines] == [b"1", b"2", b"3"]
+        assert await c.command("QUIT") == "+OK goodbye"
+    assert len(format_calls) == 4  # the two of the first session and two with DELE 2
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_shared_listings_follow_a_changed_maildrop(
+    shared_factory: Factory, store: MemoryStore
+) -> None:
+    # RFC 1939 §4 (LOCK-05): a new snapshot gets its own listing.
+    async with memory_session(shared_factory) as s:
+        await logged_in(s.client)
+        assert len((await s.client.multi("UIDL"))[1]) == 3
+    new_message = b"Subject: new\n\nnew\n"
+    store.deliver("alice", new_message)
+    async with memory_session(shared_factory) as s:
+        await logged_in(s.client)
+        _, lines = await s.client.multi("UIDL")
+        assert [line.split()[0] for line in lines] == [b"1", b"2", b"3", b"4"]
+        _, lines = await s.client.multi("LIST")
+        assert lines[3] == f"4 {wire_size(new_message)}".encode()
 
 
 # -- wrong state and CAPA -----------------------------------------------------------------

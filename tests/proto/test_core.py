@@ -527,6 +527,21 @@ def make_drop(*sizes: int) -> Maildrop[MessageInfo]:
     return Maildrop([MessageInfo(uid=f"u{i}", size=s) for i, s in enumerate(sizes, 1)])
 
 
+@pytest.mark.rfc("1939", "5")
+def test_maildrop_pristine_only_without_deletion_marks() -> None:
+    # RFC 1939 §5 (TRANS-02, RSET-01): the shared snapshot stands for the listing only
+    # while nothing is marked deleted.
+    messages = tuple(MessageInfo(uid=f"u{i}", size=i) for i in (1, 2))
+    drop = Maildrop(messages)
+    assert drop.pristine() is messages  # shared, not copied
+    drop.delete(2)
+    assert drop.pristine() is None
+    drop.reset()
+    assert drop.pristine() is messages
+    # A list is copied into a tuple of its own.
+    assert make_drop(5).pristine() == (MessageInfo(uid="u1", size=5),)
+
+
 @pytest.mark.rfc("1939", "4")
 @pytest.mark.parametrize(
     ("arg", "number"),

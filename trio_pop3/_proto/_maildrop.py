@@ -91,6 +91,14 @@ class Maildrop(Generic[M]):
         number = parse_message_number(arg)
         return number, self.get(number)
 
+    def pristine(self) -> tuple[M, ...] | None:
+        """Return the snapshot if no message is marked deleted, else None.
+
+        Every listing of a pristine maildrop depends on the snapshot alone, so
+        sessions that share a snapshot can share its formatted listings.
+        """
+        return None if self._deleted else self._messages
+
     def visible(self) -> Iterator[tuple[int, M]]:
         """Yield (number, message) for every message not marked deleted."""
         deleted = self._deleted

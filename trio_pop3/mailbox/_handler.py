@@ -7,7 +7,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
@@ -32,6 +32,7 @@ from .._sasl import (
     format_challenge,
 )
 from ._base import Authenticator, Mailbox, MailStore, MessageInfo, ScramCredentials
+from ._listings import ListingCache, format_listing
 
 __all__ = ["LoginDelay", "MailboxHandler"]
 
@@ -352,12 +353,8 @@ class MailboxHandler(POP3Handler):
             number, message = self._message(arg)
             await self.send_ok(f"{number} {message.size}")
             return
-        drop = self._drop
-        count, size = drop.stat()
-        await self.send_data(
-            f"{count} messages ({size} octets)",
-            [f"{n} {m.size}" for n, m in drop.visible()],
-        )
+        count, size = self._drop.stat()
+        await self._send_listing(f"{count} messages ({size} octets)", _LIST_BODIES, _scan_lines)
 
     async def pop3_UIDL(self, arg: str | None) -> None:
         """UIDL [msg] (RFC 1939 §7): unique-id listings."""
@@ -365,7 +362,30 @@ class MailboxHandler(POP3Handler):
             number, message = self._message(arg)
             await self.send_ok(f"{number} {message.uid}")
             return
-        await self.send_data("", [f"{n} {m.uid}" for n, m in self._drop.visible()])
+        await self._send_listing("", _UIDL_BODIES, _uid_lines)
+
+    async def _send_listing(
+        self,
+        text: str,
+        cache: ListingCache,
+        lines: Callable[[Maildrop[MessageInfo]], list[str]],
+    ) -> None:
+        """Send ``+OK text`` and the full listing, formatted once per shared snapshot.
+
+        What :meth:`send_data` would send for ``lines(maildrop)``.  While nothing is
+        marked deleted the body depends on the snapshot alone, and sessions that
+        got the same snapshot object from the backend share it (see
+        :mod:`trio_pop3.mailbox._listings`).
+        """
+        drop = self._drop
+        snapshot = drop.pristine()
+        body = None if snapshot is None else cache.get(snapshot)
+        if body is None:
+            body = format_listing(lines(drop))
+            if snapshot is not None:
+                cache.put(snapshot, body)
+        await self.send_ok(text)
+        await self._s.write(body)
 
     async def pop3_RETR(self, arg: str | None) -> None:
         """RETR msg (RFC 1939 §5): the whole message, byte-stuffed."""
@@ -602,6 +622,21 @@ class _Exchange:
         await handler.send_raw(format_challenge(data))
         line = await handler.read_line(limit=handler._s.config.limits.max_auth_line)
         return decode_client_response(line)
+
+
+#: Full LIST and UIDL bodies of shared snapshots (see MailboxHandler._send_listing).
+_LIST_BODIES = ListingCache()
+_UIDL_BODIES = ListingCache()
+
+
+def _scan_lines(drop: Maildrop[MessageInfo]) -> list[str]:
+    """LIST's scan listings (RFC 1939 section 5)."""
+    return [f"{n} {m.size}" for n, m in drop.visible()]
+
+
+def _uid_lines(drop: Maildrop[MessageInfo]) -> list[str]:
+    """UIDL's unique-id listings (RFC 1939 section 7)."""
+    return [f"{n} {m.uid}" for n, m in drop.visible()]
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
