@@ -336,6 +336,79 @@ async def test_cancelled_during_commit(tmp_path: Path, monkeypatch: pytest.Monke
     await check_next_session(store, expected)
 
 
+class StallingMailbox(Mailbox):
+    """Its remove() or list_messages() never finishes; its close() awaits first.
+
+    The close of a remote maildrop (a database, a lock service) may well await before
+    the lock is gone: MailboxHandler must give it a scope of its own when the scope
+    around it was cancelled already.
+    """
+
+    def __init__(self, inner: Mailbox, stall: str, stalled: trio.Event) -> None:
+        self.inner = inner
+        self.stall = stall
+        self.stalled = stalled
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        if self.stall == "list":
+            self.stalled.set()
+            await trio.sleep_forever()
+        return await self.inner.list_messages()
+
+    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        return self.inner.read_message(message)
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        self.stalled.set()
+        await trio.sleep_forever()
+
+    async def close(self) -> None:
+        await trio.lowlevel.checkpoint()  # Cancelled here in a cancelled scope
+        await self.inner.close()
+
+
+class StallingStore(MailStore):
+    def __init__(self, inner: MemoryStore, stall: str) -> None:
+        self.inner = inner
+        self.stall = stall
+        self.stalled = trio.Event()
+
+    async def open(self, user: str) -> Mailbox:
+        return StallingMailbox(await self.inner.open(user), self.stall, self.stalled)
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_awaiting_close_releases_lock_after_remove_timed_out() -> None:
+    # STATE-07, LOCK-03: remove() used up cleanup_timeout, so QUIT's scope is
+    # cancelled; close() still gets to release the lock, and QUIT answers -ERR.
+    memory = MemoryStore({"alice": MESSAGES})
+    store = StallingStore(memory, "remove")
+    async with memory_session(factory(store), cleanup_timeout=0.05) as s:
+        await s.client.login()
+        assert (await s.client.command("DELE 1")).startswith("+OK")
+        reply = await s.client.command("QUIT")
+    assert reply == "-ERR [SYS/TEMP] Some deleted messages were not removed."
+    assert not memory.is_locked("alice")
+    assert memory.messages("alice") == MESSAGES
+
+
+@pytest.mark.rfc("1939", "4")
+async def test_awaiting_close_releases_lock_when_login_is_cancelled() -> None:
+    # LOCK-03: a login cancelled while listing the maildrop (server shutdown) closes
+    # the maildrop it opened, even if close() awaits.
+    memory = MemoryStore({"alice": MESSAGES})
+    store = StallingStore(memory, "list")
+    async with memory_session(factory(store)) as s:
+        await s.client.send_line("USER alice")
+        await s.client.reply()
+        await s.client.send_line("PASS secret")
+        await store.stalled.wait()
+        assert memory.is_locked("alice")
+        s.cancel_scope.cancel()
+        await s.done.wait()
+    assert not memory.is_locked("alice")
+
+
 # -- the process is killed mid-commit ----------------------------------------------------------
 
 KILLER = textwrap.dedent(
