@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -600,16 +601,28 @@ def test_short_timeout_is_warned_about(config: MailSetup) -> None:
 
 
 def test_log_formatter_writes_what_the_default_formatter_writes() -> None:
-    """The per-second cache of the time text changes nothing in the output."""
+    """The per-second time cache and the direct line change nothing in the output."""
     from trio_pop3._cli import _LogFormatter
 
-    fmt = "%(asctime)s x: %(levelname)s %(message)s"
-    ours, default = _LogFormatter(fmt), logging.Formatter(fmt)
+    ours = _LogFormatter("x[1]")
+    default = logging.Formatter("%(asctime)s x[1]: %(levelname)s %(message)s")
     base = 1_790_000_000.0
-    record = logging.LogRecord("trio_pop3", logging.INFO, "f", 1, "m %d", (1,), None)
+    record = logging.LogRecord("trio_pop3", logging.INFO, "f", 1, "m %d %s", (1, "é"), None)
     for offset in (0.0, 0.001, 0.999, 1.0, 1.5, 59.999, 60.0, 3600.25, 0.5):
         record.created = base + offset
         record.msecs = int((record.created - int(record.created)) * 1000)
         assert ours.format(record) == default.format(record)
     record.created = base
     assert ours.formatTime(record, "%H") == default.formatTime(record, "%H")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord(
+            "trio_pop3", logging.ERROR, "f", 1, "failed:\n%s", ("two lines",), sys.exc_info()
+        )
+    assert ours.format(failed) == default.format(failed)
+    assert "ValueError: boom" in ours.format(failed)
+    stacked = logging.LogRecord(
+        "trio_pop3", logging.WARNING, "f", 1, "where", None, None, sinfo="Stack (most recent)"
+    )
+    assert ours.format(stacked) == default.format(stacked)

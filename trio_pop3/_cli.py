@@ -188,22 +188,34 @@ def _setup_logging(debug: bool) -> None:
     # record, about 1 % of a benchmark session's CPU.
     logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _LogFormatter(f"%(asctime)s trio-pop3[{os.getpid()}]: %(levelname)s %(message)s")
-    )
+    handler.setFormatter(_LogFormatter(f"trio-pop3[{os.getpid()}]"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
 
 
 class _LogFormatter(logging.Formatter):
-    """``logging.Formatter`` with the date and time formatted once per second.
+    """``logging.Formatter("%(asctime)s TAG: %(levelname)s %(message)s")``, made cheaper.
 
-    The output is the default's (``2026-11-27 13:49:11,123``, local time); a server
-    writes two records per session, and ``strftime`` was a third of a record's cost
-    (measured: 11-13 us per record before, 8 us after).
+    The output is that formatter's, byte for byte (local time, as
+    ``2026-11-27 13:49:11,123``); a server writes two records per session.  The date
+    and time are formatted once per second (``strftime`` was a third of a record's
+    cost: 11-13 us per record before, 8 us after), and the line is built directly
+    rather than through the generic ``%``-style template.
     """
 
     _second = -1
     _text = ""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"%(asctime)s {tag}: %(levelname)s %(message)s")
+        self._tag = tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        line = f"{record.asctime} {self._tag}: {record.levelname} {record.message}"
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)  # the rare record with a traceback
+        return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
