@@ -593,18 +593,32 @@ async def test_bare_lf_accepted_crlf_sent() -> None:
 
 
 async def test_bad_command_budget() -> None:
-    # SEC-04: after max_bad_commands unknown/bad commands the client is dropped.
+    # SEC-04: past max_bad_commands bad commands in a row the client is dropped; like
+    # Dovecot (transcript A12c), the first one past the budget is still answered.
     recorder = Recorder()
     async with memory_session(recorder, limits=Limits(max_bad_commands=3)) as s:
-        await s.client.send(b"FOO\r\nSTAT\r\n\x00\r\nXHELLO\r\n")
+        await s.client.send(b"FOO\r\nSTAT\r\n\x00\r\nBAR\r\nXHELLO\r\n")
         data = await s.client.read_to_eof()
         assert data == (
             b"-ERR Unknown command: FOO\r\n"
             b"-ERR STAT not allowed in AUTHORIZATION state.\r\n"
             b"-ERR Command contains control characters.\r\n"
+            b"-ERR Unknown command: BAR\r\n"
             b"-ERR Too many bad commands.\r\n"
         )
     assert handler_of(recorder).disconnects == 1
+
+
+async def test_bad_command_budget_counts_only_bad_commands_in_a_row() -> None:
+    # SEC-04 as Dovecot applies it (transcripts A10, A12c): a command that completes
+    # starts the count again, so an occasional unsupported command never ends a
+    # long session.
+    async with memory_session(SkeletonHandler, limits=Limits(max_bad_commands=3)) as s:
+        for _ in range(10):
+            await s.client.send(b"FOO\r\nFOO\r\nFOO\r\nXHELLO\r\n")
+            for _ in range(3):
+                assert await s.client.reply() == "-ERR Unknown command: FOO"
+            assert await s.client.reply() == "+OK hello in AUTHORIZATION"
 
 
 async def test_bad_command_budget_disabled() -> None:

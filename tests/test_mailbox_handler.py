@@ -59,6 +59,47 @@ async def test_user_pass_login(mailbox_factory: Factory) -> None:
 
 
 @pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize("failed_user", ["USER", "USER  ", "USER b\ufffe"])
+async def test_failed_user_forgets_the_earlier_name(
+    mailbox_factory: Factory, failed_user: str
+) -> None:
+    # RFC 1939 §7 (USER-01): PASS is valid only right after a *successful* USER; a
+    # USER that fails (no name, or one SASLprep refuses) must not leave the earlier
+    # name for PASS to log in with.
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        assert await c.command("USER alice") == "+OK Send your password."
+        assert (await c.command(failed_user)).startswith("-ERR")
+        assert await c.command("PASS secret") == "-ERR No user name given."
+        assert (await c.command("STAT")).startswith("-ERR")  # still AUTHORIZATION
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_failed_command_between_user_and_pass(mailbox_factory: Factory) -> None:
+    # USER-01: any command between USER and PASS, failed or not, uses up the USER.
+    async with memory_session(mailbox_factory) as s:
+        c = s.client
+        assert await c.command("USER alice") == "+OK Send your password."
+        assert (await c.command("APOP alice 0123")).startswith("-ERR")
+        assert await c.command("PASS secret") == "-ERR No user name given."
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_password_may_start_with_a_space(
+    store: MemoryStore, authenticator: MemoryAuthenticator
+) -> None:
+    # RFC 1939 §7 (WIRE-11): the argument of PASS is everything after the one space
+    # that ends the keyword, so a password may start with a space (Dovecot agrees).
+    users = MemoryAuthenticator({"alice": "secret", "carol": " spaced out"})
+    factory = functools.partial(MailboxHandler, store, users)
+    async with memory_session(factory) as s:
+        assert await s.client.command("USER carol") == "+OK Send your password."
+        assert (await s.client.command("PASS spaced out")).startswith("-ERR [AUTH]")
+        assert await s.client.command("USER carol") == "+OK Send your password."
+        assert (await s.client.command("PASS  spaced out")).startswith("+OK Logged in")
+
+
+@pytest.mark.rfc("1939", "7")
 async def test_pass_keeps_spaces(mailbox_factory: Factory) -> None:
     # RFC 1939 §7 (WIRE-11): the password is everything after the first space.
     async with memory_session(mailbox_factory) as s:

@@ -191,6 +191,25 @@ async def test_stls_twice_and_after_login(
     await secure.aclose()
 
 
+@pytest.mark.rfc("2595", "4")
+async def test_stls_with_an_argument_is_refused(
+    tls_server: TLSServer, client_context: ssl.SSLContext
+) -> None:
+    # RFC 2595 section 4: "STLS" takes no arguments (WIRE-07); the session stays in
+    # plaintext and a plain STLS still works afterwards.
+    stream = await trio.open_tcp_stream("127.0.0.1", tls_server.port)
+    client = Client(stream)
+    await client.reply()
+    assert await client.command("STLS now") == "-ERR STLS takes no arguments."
+    assert (await client.command("STLS")).startswith("+OK")
+    tls = trio.SSLStream(stream, client_context, server_hostname="127.0.0.1")
+    await tls.do_handshake()
+    secure = Client(tls)
+    await secure.login()
+    assert (await secure.command("QUIT")).startswith("+OK")
+    await secure.aclose()
+
+
 @pytest.mark.rfc("8314", "4")
 async def test_no_stls_without_certificate() -> None:
     """CONN-06: STLS is neither advertised nor accepted without a TLS context."""

@@ -46,8 +46,10 @@ class Limits:
             fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
         max_discard: A single line longer than this is not a command but an attack or
             a broken client: the connection is dropped.
-        max_bad_commands: Unknown, malformed or wrong-state commands tolerated per
-            connection before it is dropped (Dovecot: 20 after login); None disables.
+        max_bad_commands: Unknown, malformed or wrong-state commands in a row tolerated
+            before the connection is dropped: the next one is answered, then the
+            connection closes.  A command that completes starts the count again
+            (Dovecot: 20 after login); None disables.
         max_auth_failures: Failed logins per connection before it is dropped (RFC 1939
             section 4 lets the server close after a failure; STATE-04); None disables.
         auth_failure_delay: Seconds before answering a failed login, doubled for each

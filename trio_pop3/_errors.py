@@ -62,10 +62,16 @@ class AuthenticationFailed(POP3Error):
 
 
 class MailboxError(POP3Error):
-    """The maildrop cannot be opened or changed (``-ERR [SYS/TEMP]`` by default)."""
+    """The maildrop cannot be opened or changed (``-ERR [SYS/TEMP]`` by default).
+
+    ``code=None`` answers without a response code: for a condition that is neither
+    temporary nor the system's, such as a message another program removed.
+    """
 
     def __init__(
-        self, text: str = "Mailbox unavailable.", code: ResponseCode | str = ResponseCode.SYS_TEMP
+        self,
+        text: str = "Mailbox unavailable.",
+        code: ResponseCode | str | None = ResponseCode.SYS_TEMP,
     ) -> None:
         super().__init__(text, code)
 

@@ -628,6 +628,8 @@ class POP3Handler:
         """STLS (RFC 2595 section 4): start TLS; only in AUTHORIZATION, before login."""
         session = self._s
         context = session.config.ssl_context
+        if arg is not None:
+            raise POP3Error("STLS takes no arguments.")  # RFC 2595 section 4
         if session.tls:
             raise POP3Error("TLS is already active.")
         if context is None:

@@ -584,10 +584,14 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                         _count_bad(session)
                     else:
                         await method(arg)
+                        session.bad_commands = 0  # the budget is for consecutive ones
                 except (_ClientGone, trio.Cancelled):
                     raise
                 except Exception as exc:
                     await _command_failed(handler, session, name, exc)
+                    # RFC 1939 section 7 (USER-01): PASS must follow a *successful* USER.
+                    handler.previous_command = None
+                    continue
                 handler.previous_command = name
         await session.flush()
     except _ShuttingDown:
@@ -680,10 +684,15 @@ async def _bad_command(handler: POP3Handler, session: Session, text: str) -> Non
 
 
 def _count_bad(session: Session) -> None:
-    """Count a bad command; past the budget, end the session (like Dovecot)."""
+    """Count a bad command; past the budget, end the session (like Dovecot).
+
+    The count is of consecutive bad commands: a command that completes resets it.
+    Like Dovecot (21 in a row with its limit of 20), the first one past the budget is
+    still answered, then ``Too many bad commands.`` follows and the connection closes.
+    """
     session.bad_commands += 1
     budget = session.config.limits.max_bad_commands
-    if budget is not None and session.bad_commands >= budget:
+    if budget is not None and session.bad_commands > budget:
         session.queue(format_reply(False, "Too many bad commands."))
         logger.info("%s disconnected: too many bad commands", session.label)
         session.closing = True

@@ -56,7 +56,7 @@ from trio_pop3.mailbox import MessageInfo
         (b"  NOOP", Command("NOOP", None)),
         # WIRE-11: PASS keeps inner and trailing spaces.
         (b"PASS two  words ", Command("PASS", "two  words ")),
-        (b"PASS  leading", Command("PASS", "leading")),
+        (b"PASS  leading", Command("PASS", " leading")),  # a space may start it
         (b"pass a\tb", Command("PASS", "a\tb")),
         # UTF-8 arguments are allowed (RFC 6856 UTF8 USER).
         ("USER jos\u00e9".encode(), Command("USER", "jos\u00e9")),
@@ -518,6 +518,23 @@ def test_standard_command_table() -> None:
     )
     with pytest.raises(TypeError):
         STANDARD_COMMANDS["XEVIL"] = frozenset({auth})  # type: ignore[index]
+
+
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize(
+    ("line", "arg"),
+    [
+        (b"PASS  secret", " secret"),
+        (b"pass   two words ", "  two words "),
+        (b"PASS ", None),
+        (b"USER  alice", "alice"),
+        (b"LIST   2", "2"),
+    ],
+)
+def test_pass_argument_keeps_leading_spaces(line: bytes, arg: str | None) -> None:
+    # RFC 1939 §7 (WIRE-11): PASS takes everything after the first space; other
+    # commands' arguments lose their leading spaces.
+    assert parse_command(line).arg == arg
 
 
 # -- Maildrop ----------------------------------------------------------------------------

@@ -228,11 +228,20 @@ class SessionMachine(RuleBasedStateMachine):
 
     def _command(self, line: bytes | str) -> str:
         client = self._conn().client
-        return self.rt.run(lambda: client.command(line))
+        reply = self.rt.run(lambda: client.command(line))
+        self._completed(reply)
+        return reply
 
     def _multi(self, line: str) -> tuple[str, list[bytes]]:
         client = self._conn().client
-        return self.rt.run(lambda: client.multi(line))
+        first, lines = self.rt.run(lambda: client.multi(line))
+        self._completed(first)
+        return first, lines
+
+    def _completed(self, reply: str) -> None:
+        """A command that completed (+OK) starts the bad-command count again (SEC-04)."""
+        if reply.startswith("+OK"):
+            self._conn().bad = 0
 
     def _expect_eof(self) -> bytes:
         conn = self._conn()
@@ -255,7 +264,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert reply.startswith("-ERR"), reply
         conn = self._conn()
         conn.bad += 1
-        if conn.bad >= BAD_BUDGET:
+        if conn.bad > BAD_BUDGET:  # the first past the budget is answered (Dovecot)
             assert self.rt.run(conn.client.reply) == "-ERR Too many bad commands."
             assert self._expect_eof() == b""
 
@@ -308,6 +317,7 @@ class SessionMachine(RuleBasedStateMachine):
             return self._bad(reply)  # RFC 1939 §3 (WIRE-08)
         if not name.strip():
             assert reply.startswith("-ERR"), reply
+            conn.pending = None  # USER-01: PASS needs a *successful* USER
             return
         # RFC 1939 §7 / USER-03: +OK whether or not the user exists.
         assert reply == "+OK Send your password.", reply

@@ -66,6 +66,15 @@ def parse_command(line: bytes) -> Command:
     >>> parse_command(b"pass two  words ")
     Command(name='PASS', arg='two  words ')
 
+    PASS takes everything after the one space that ends its name (RFC 1939 section 7:
+    a password may hold spaces, even at its start); other arguments lose their
+    leading spaces.
+
+    >>> parse_command(b"PASS  secret")
+    Command(name='PASS', arg=' secret')
+    >>> parse_command(b"USER  alice")
+    Command(name='USER', arg='alice')
+
     Raises:
         CommandSyntaxError: empty line, invalid UTF-8, control characters, or an
             impossible keyword.
@@ -102,7 +111,8 @@ def _parse(line: bytes) -> Command:
         name, _, arg = text.partition(" ")
         if not name:
             raise CommandSyntaxError("Empty command.")
-        arg = arg.lstrip(" ")
+        if name.upper() != "PASS":  # WIRE-11: a password may start with a space
+            arg = arg.lstrip(" ")
     if len(name) > MAX_COMMAND_NAME or not name.isascii() or not name.isprintable():
         raise CommandSyntaxError("Unknown command.")
     return Command(name.upper(), arg if arg else None)

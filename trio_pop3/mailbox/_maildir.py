@@ -734,6 +734,15 @@ class MaildirStore(MailStore):
 # The open maildrop
 
 
+def _message_gone() -> MailboxError:
+    """A listed message that another program removed since the listing.
+
+    No response code: the condition is permanent, and not the system's (Dovecot
+    answers ``-ERR Message N expunged.``).
+    """
+    return MailboxError("Message no longer exists.", None)
+
+
 class MaildirMailbox(Mailbox):
     """One session's locked view of a Maildir; made by :meth:`MaildirStore.open`.
 
@@ -880,13 +889,13 @@ class MaildirMailbox(Mailbox):
             try:
                 moved = await trio.to_thread.run_sync(_locate, self._path, location.base)
                 if moved is None:
-                    raise MailboxError("Message no longer exists.") from None
+                    raise _message_gone() from None
                 if self._moved is None:
                     self._moved = {}
                 self._moved[location.base] = moved
                 opened = self._open_regular(os.path.join(self._path, moved.subdir, moved.name))
             except FileNotFoundError:
-                raise MailboxError("Message no longer exists.") from None
+                raise _message_gone() from None
             except OSError as exc:
                 raise self._read_error(location, exc) from exc
         except OSError as exc:
