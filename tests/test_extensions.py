@@ -95,6 +95,22 @@ async def test_utf8_header_needs_utf8_mode() -> None:
 
 
 @pytest.mark.rfc("6856", "2.1")
+@pytest.mark.parametrize("separator", [b"\n\r\n", b"\r\n\n"])
+async def test_utf8_body_after_mixed_line_ends_needs_no_utf8_mode(separator: bytes) -> None:
+    """An ASCII header ended by a mixed LF/CRLF empty line: the UTF-8 after it is body."""
+    message = b"Subject: ascii" + separator + "Grüße body\n".encode()
+    store = MemoryStore({"alice": [message]})
+    async with memory_session(handler_factory(store)) as session:
+        await session.client.login()
+        first, lines = await session.client.multi("RETR 1")
+        assert first.startswith("+OK"), first
+        assert lines == [b"Subject: ascii", b"", "Grüße body".encode()]
+        first, lines = await session.client.multi("TOP 1 0")
+        assert first.startswith("+OK"), first
+        assert lines == [b"Subject: ascii", b""]
+
+
+@pytest.mark.rfc("6856", "2.1")
 async def test_utf8_mode_serves_messages_as_stored() -> None:
     store = MemoryStore({"alice": [UTF8_HEADER]})
     async with memory_session(handler_factory(store)) as session:

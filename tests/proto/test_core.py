@@ -28,7 +28,13 @@ from trio_pop3._proto._maildrop import (
 )
 from trio_pop3._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
 from trio_pop3._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
-from trio_pop3._proto._wire import MessageWriter, WireSizeCounter, stuff_lines, wire_size
+from trio_pop3._proto._wire import (
+    MessageWriter,
+    WireSizeCounter,
+    header_needs_utf8,
+    stuff_lines,
+    wire_size,
+)
 from trio_pop3.mailbox import MessageInfo
 
 # -- parse_command ---------------------------------------------------------------------
@@ -456,6 +462,43 @@ def unstuff_wire(wire: bytes) -> bytes:
 def test_stuff_lines(lines: list[bytes], wire: bytes) -> None:
     # RFC 1939 §3 (DOT-02, DOT-04, DOT-07)
     assert stuff_lines(lines) == wire
+
+
+GRUSS = "Grüße".encode()
+
+
+@pytest.mark.rfc("6856", "2.1")
+@pytest.mark.parametrize(
+    ("message", "needs"),
+    [
+        # The header ends at the first empty line, whatever mix of LF and CRLF ends the
+        # line before it and the empty line itself (RFC 5322 §2.1): UTF-8 after it is body.
+        (b"Subject: ascii\n\n" + GRUSS + b"\n", False),  # LF LF
+        (b"Subject: ascii\r\n\r\n" + GRUSS + b"\r\n", False),  # CRLF CRLF
+        (b"Subject: ascii\n\r\n" + GRUSS + b"\n", False),  # LF CRLF
+        (b"Subject: ascii\r\n\n" + GRUSS + b"\n", False),  # CRLF LF
+        (b"Subject: " + GRUSS + b"\n\n" + b"body\n", True),
+        (b"Subject: " + GRUSS + b"\r\n\r\n" + b"body\r\n", True),
+        (b"Subject: " + GRUSS + b"\n\r\n" + b"body\n", True),
+        (b"Subject: " + GRUSS + b"\r\n\n" + b"body\n", True),
+        # A header that is the whole message.
+        (b"Subject: ascii\n", False),
+        (b"Subject: " + GRUSS, True),
+        (b"Subject: " + GRUSS + b"\r\n", True),
+        # A message that starts with the empty line has no header at all.
+        (b"\n" + GRUSS + b"\n", False),
+        (b"\r\n" + GRUSS + b"\r\n", False),
+        # A lone CR is content, as on the wire: "\r\r\n" and "\n\r\r\n" end no header.
+        (b"Subject: ascii\r\r\nX-Greeting: " + GRUSS + b"\n\nbody\n", True),
+        (b"Subject: ascii\n\r\r\nX-Greeting: " + GRUSS + b"\n\nbody\n", True),
+        # Legacy 8-bit headers that are not UTF-8 do not count.
+        (b"Subject: caf\xe9 au lait\n\nbody\n", False),
+        (b"", False),
+    ],
+)
+def test_header_needs_utf8(message: bytes, needs: bool) -> None:
+    # RFC 6856 §2.1 (UTF8-02): only a UTF-8 header needs UTF8 mode.
+    assert header_needs_utf8(message) is needs
 
 
 # -- State -------------------------------------------------------------------------------

@@ -9,6 +9,8 @@
    CRLF.CRLF and its size is wire_size().
 4. Chunk-split invariance of MessageWriter (RETR and TOP) and WireSizeCounter.
 5. format_reply: always at most 512 octets, exactly one CRLF, at the end.
+6. header_needs_utf8 agrees with a reference that first turns every line end into
+   CRLF, as the wire does, and then cuts the header at the first empty line.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from trio_pop3._proto._commands import (
     parse_command,
 )
 from trio_pop3._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
-from trio_pop3._proto._wire import MessageWriter, WireSizeCounter, wire_size
+from trio_pop3._proto._wire import MessageWriter, WireSizeCounter, header_needs_utf8, wire_size
 
 LIMIT = 64
 MAX_DISCARD = 256
@@ -252,6 +254,41 @@ def test_size_counter_chunk_invariance(message: bytes, cuts: list[int]) -> None:
     for piece in split_at(message, cuts):
         counter.feed(piece)
     assert counter.finish() == wire_size(message) == len(normalise(message))
+
+
+header_st = st.lists(
+    st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b": ", "ü".encode(), b"\xc3", b"\xbc", b"\xe9"]),
+    max_size=40,
+).map(b"".join)
+
+
+def reference_needs_utf8(data: bytes) -> bool:
+    """Reference UTF8 check (RFC 6856 §2.1) on the first chunk of a stored message.
+
+    Line ends become CRLF first (as on the wire, a lone CR is content); the header is
+    the lines before the first empty one (RFC 5322 §2.1).
+    """
+    lines = re.sub(rb"\r?\n", b"\r\n", data).split(b"\r\n")
+    ended = lines[:-1]  # the last piece has no line end yet: never an empty line
+    header = b"\r\n".join(ended[: ended.index(b"")] if b"" in ended else lines)
+    if header.isascii():
+        return False
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The chunk may end inside a character.
+        return exc.reason == "unexpected end of data"
+    return True
+
+
+@pytest.mark.rfc("6856", "2.1")
+@given(header_st | st.binary(max_size=200))
+@example(b"a\n\r\n\xc3\xbc")
+@example(b"a\r\n\n\xc3\xbc")
+@example(b"\r\n\xc3\xbc")
+def test_header_needs_utf8_matches_reference(data: bytes) -> None:
+    # RFC 6856 §2.1 (UTF8-02), RFC 5322 §2.1: the header ends at the first empty line.
+    assert header_needs_utf8(data) == reference_needs_utf8(data)
 
 
 # -- replies -----------------------------------------------------------------------------

@@ -246,18 +246,23 @@ def header_needs_utf8(data: bytes) -> bool:
     """Return whether the header at the start of ``data`` holds UTF-8 (RFC 6532).
 
     Such a message needs the client to have sent UTF8 (RFC 6856 section 2.1).  Only
-    the header part found in ``data`` is examined (up to the first empty line); raw
-    8-bit bytes that are not valid UTF-8 (legacy Latin-1 headers) do not count.
+    the header part found in ``data`` is examined: up to the first empty line (RFC 5322
+    section 2.1), where a line ends in LF or CRLF, mixed or not, as on the wire (see
+    ``_Normaliser``: a lone CR is content).  A message that starts with an empty
+    line has no header.  Raw 8-bit bytes that are not valid UTF-8 (legacy Latin-1
+    headers) do not count.
 
     >>> header_needs_utf8("Subject: Grüße\\n\\nbody".encode())
     True
+    >>> header_needs_utf8("Subject: ascii\\n\\r\\nGrüße".encode())
+    False
     """
-    end = len(data)
-    for sep in (b"\n\n", b"\r\n\r\n"):
-        pos = data.find(sep)
-        if 0 <= pos < end:
-            end = pos
-    header = data[:end]
+    if data[:1] == b"\n" or data[:2] == _CRLF:
+        return False  # the first line is the empty line: no header fields
+    # A line end followed by an empty line: LF or CRLF, then LF ("\n\n") or CRLF
+    # ("\n\r\n").  The header is everything before it.
+    ends = [pos for pos in (data.find(b"\n\n"), data.find(b"\n\r\n")) if pos >= 0]
+    header = data[: min(ends)] if ends else data
     if header.isascii():
         return False
     try:
