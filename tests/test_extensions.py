@@ -111,6 +111,18 @@ async def test_utf8_body_after_mixed_line_ends_needs_no_utf8_mode(separator: byt
 
 
 @pytest.mark.rfc("6856", "2.1")
+async def test_latin1_header_needs_no_utf8_mode() -> None:
+    """A legacy 8-bit header is not UTF-8, even when its last byte could start one."""
+    message = b"Subject: caf\xe9\n\nbody\n"
+    store = MemoryStore({"alice": [message]})
+    async with memory_session(handler_factory(store)) as session:
+        await session.client.login()
+        first, lines = await session.client.multi("RETR 1")
+        assert first.startswith("+OK"), first
+        assert lines == [b"Subject: caf\xe9", b"", b"body"]
+
+
+@pytest.mark.rfc("6856", "2.1")
 async def test_utf8_mode_serves_messages_as_stored() -> None:
     store = MemoryStore({"alice": [UTF8_HEADER]})
     async with memory_session(handler_factory(store)) as session:

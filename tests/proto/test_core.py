@@ -493,6 +493,11 @@ GRUSS = "Grüße".encode()
         (b"Subject: ascii\n\r\r\nX-Greeting: " + GRUSS + b"\n\nbody\n", True),
         # Legacy 8-bit headers that are not UTF-8 do not count.
         (b"Subject: caf\xe9 au lait\n\nbody\n", False),
+        # ... also when its last byte before the empty line starts a UTF-8 sequence.
+        (b"Subject: caf\xe9\n\nbody\n", False),
+        (b"Subject: caf\xe9\r\n\r\nbody\r\n", False),
+        # Cut at the end of the first chunk, the header may go on with the character.
+        (b"Subject: Gr\xc3", True),
         (b"", False),
     ],
 )

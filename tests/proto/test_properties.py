@@ -270,14 +270,15 @@ def reference_needs_utf8(data: bytes) -> bool:
     """
     lines = re.sub(rb"\r?\n", b"\r\n", data).split(b"\r\n")
     ended = lines[:-1]  # the last piece has no line end yet: never an empty line
-    header = b"\r\n".join(ended[: ended.index(b"")] if b"" in ended else lines)
+    complete = b"" in ended
+    header = b"\r\n".join(ended[: ended.index(b"")] if complete else lines)
     if header.isascii():
         return False
     try:
         header.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # The chunk may end inside a character.
-        return exc.reason == "unexpected end of data"
+        # Only a header without its empty line yet may go on past the chunk's end.
+        return not complete and exc.reason == "unexpected end of data"
     return True
 
 
@@ -286,6 +287,7 @@ def reference_needs_utf8(data: bytes) -> bool:
 @example(b"a\n\r\n\xc3\xbc")
 @example(b"a\r\n\n\xc3\xbc")
 @example(b"\r\n\xc3\xbc")
+@example(b"a\xe9\n\nb")
 def test_header_needs_utf8_matches_reference(data: bytes) -> None:
     # RFC 6856 §2.1 (UTF8-02), RFC 5322 §2.1: the header ends at the first empty line.
     assert header_needs_utf8(data) == reference_needs_utf8(data)

@@ -268,7 +268,8 @@ def header_needs_utf8(data: bytes) -> bool:
     try:
         header.decode("utf-8")
     except UnicodeDecodeError as exc:
-        # A chunk boundary may cut a character; what came before it decides.
-        if exc.reason != "unexpected end of data":
-            return False
+        # Without an empty line, the header may go on past ``data``: a chunk boundary
+        # may cut a character, and what came before it decides.  A header that ends
+        # in ``data`` ends with its last line: a cut character there is not UTF-8.
+        return not ends and exc.reason == "unexpected end of data"
     return True
