@@ -1,0 +1,81 @@
+"""The documentation stays true to the code.
+
+* ``docs/reference/cli.rst`` documents every option of every ``trio-pop3``
+  subcommand, with its choices and default, and no option that does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from trio_pop3._cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_REFERENCE = ROOT / "docs" / "reference" / "cli.rst"
+
+#: A subcommand's section of the CLI reference starts with this title.
+SECTION_TITLE = re.compile(r"^``trio-pop3 ([a-z-]+)``\n-+\n", re.MULTILINE)
+#: An option's entry: a definition-list term naming it, then its indented definition.
+ENTRY = re.compile(r"^``--.*\n(?:(?:   .*)?\n)*", re.MULTILINE)
+OPTION = re.compile(r"``(--[a-z0-9-]+)")
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    """Return the parser of each ``trio-pop3`` subcommand, by name."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("trio-pop3 has no subcommands")
+
+
+def documented_options(name: str) -> dict[str, str]:
+    """Return each option documented in subcommand ``name``'s section, with its entry."""
+    text = CLI_REFERENCE.read_text()
+    titles = list(SECTION_TITLE.finditer(text))
+    sections = {
+        match.group(1): text[match.end() : end.start() if end else len(text)]
+        for match, end in zip(titles, [*titles[1:], None], strict=True)
+    }
+    assert name in sections, f"no section for trio-pop3 {name}"
+    options: dict[str, str] = {}
+    for entry in ENTRY.finditer(sections[name]):
+        term = entry.group().partition("\n")[0]
+        for option in OPTION.findall(term):
+            options[option] = entry.group()
+    return options
+
+
+def default_text(default: object) -> str:
+    """Return how a default value reads in the reference (600.0 reads "600")."""
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_cli_reference_documents_every_option(name: str) -> None:
+    documented = documented_options(name)
+    actual: set[str] = set()
+    for action in subcommands()[name]._actions:
+        if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            continue  # --help, and options internal to the program
+        for option in action.option_strings:
+            actual.add(option)
+            assert option in documented, f"trio-pop3 {name} {option} is not documented"
+            entry = documented[option]
+            for choice in action.choices or ():
+                assert f"``{choice}``" in entry, f"{option}: choice {choice} not documented"
+            default = action.default
+            if default is not None and not isinstance(default, bool):
+                text = default_text(default)
+                assert re.search(rf"\b{re.escape(text)}\b", entry), (
+                    f"{option}: default {text} not documented"
+                )
+    assert set(documented) <= actual, f"documented but not options: {set(documented) - actual}"
+
+
+def test_cli_reference_mentions_version() -> None:
+    assert "``trio-pop3 --version``" in CLI_REFERENCE.read_text()
