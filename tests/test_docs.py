@@ -2,20 +2,27 @@
 
 * ``docs/reference/cli.rst`` documents every option of every ``trio-pop3``
   subcommand, with its choices and default, and no option that does not exist.
+* The README's "server in 20 lines" is run over an in-memory stream and answers bad
+  message numbers as a POP3 server must.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import logging
 import re
 from pathlib import Path
 
 import pytest
+from pop3_support import memory_session
 
+from trio_pop3 import POP3Handler
 from trio_pop3._cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_REFERENCE = ROOT / "docs" / "reference" / "cli.rst"
+README = ROOT / "README.md"
 
 #: A subcommand's section of the CLI reference starts with this title.
 SECTION_TITLE = re.compile(r"^``trio-pop3 ([a-z-]+)``\n-+\n", re.MULTILINE)
@@ -79,3 +86,41 @@ def test_cli_reference_documents_every_option(name: str) -> None:
 
 def test_cli_reference_mentions_version() -> None:
     assert "``trio-pop3 --version``" in CLI_REFERENCE.read_text()
+
+
+# -- the README's "server in 20 lines" --------------------------------------------------------
+
+
+def readme_handler() -> type[POP3Handler]:
+    """Run the README's 20-line server up to, not including, its ``trio.run`` line."""
+    text = README.read_text()
+    start = text.index("```python\n", text.index("## A server in 20 lines")) + 10
+    source = text[start : text.index("\n```", start)]
+    module = ast.parse(source)
+    *body, last = module.body
+    assert ast.unparse(last).startswith("trio.run("), "the example ends by serving"
+    namespace: dict[str, object] = {}
+    exec(compile(ast.Module(body, type_ignores=[]), "README.md", "exec"), namespace)
+    handler = namespace["Handler"]
+    assert isinstance(handler, type)
+    assert issubclass(handler, POP3Handler)
+    return handler
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_readme_server_refuses_bad_message_numbers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RETR needs the number of an existing message: else -ERR, and the session goes on."""
+    caplog.set_level(logging.ERROR)
+    async with memory_session(readme_handler()) as session:
+        client = session.client
+        await client.login("alice", "wonderland")
+        for line in ["RETR 0", "RETR", "RETR 2", "RETR x", "RETR -1", "RETR \u00b2"]:
+            reply = await client.command(line)
+            assert reply.startswith("-ERR"), (line, reply)
+        first, lines = await client.multi("RETR 1")
+        assert first.startswith("+OK"), first
+        assert lines == [b"Subject: hello", b"", b"Generated just now."]
+        assert (await client.command("QUIT")).startswith("+OK")
+    assert not caplog.records, "a bad argument is a client error, not a server failure"
