@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import logging
 import os
 import poplib
 import signal
@@ -23,7 +24,7 @@ from typing import Any, TypeVar, cast
 import pytest
 import trio
 
-from trio_pop3.testing import check_mailbox_backend, serve_on_loopback
+from trio_pop3.testing import check_mailbox_backend, open_memory_session, serve_on_loopback
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -56,6 +57,24 @@ def shortcmd(client: poplib.POP3, line: str) -> bytes:
     """Send any command with poplib (it has no public method for that)."""
     reply: bytes = cast(Any, client)._shortcmd(line)
     return reply
+
+
+# -- skeleton -------------------------------------------------------------------------------
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_skeleton_retr_refuses_bad_message_numbers(caplog: pytest.LogCaptureFixture) -> None:
+    """RETR of no message, or of one that does not exist, is -ERR; the session goes on."""
+    caplog.set_level(logging.ERROR)
+    example = load_example("skeleton")
+    async with open_memory_session(example.SkeletonHandler) as client:
+        await client.login("alice", "wonderland")
+        for line in ["RETR", "RETR 0", "RETR 8", "RETR x", "RETR \u00b2"]:
+            reply = await client.command(line)
+            assert not reply.ok, (line, reply)
+        assert b"Subject: Report for" in await client.retr(1)
+        await client.quit()
+    assert not caplog.records, "a bad argument is a client error, not a server failure"
 
 
 # -- sqlite_server --------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class ReportHandler(trio_pop3.POP3Handler):
 
     def message(self, arg: str | None) -> tuple[int, bytes]:
         """Return the number and bytes of the message ``arg`` names, or raise -ERR."""
-        if arg is None or not arg.isdigit() or not 1 <= int(arg) <= len(self.messages):
+        if arg is None or not arg.isdecimal() or not 1 <= int(arg) <= len(self.messages):
             raise trio_pop3.POP3Error("No such message.")
         return int(arg), self.messages[int(arg) - 1]
 

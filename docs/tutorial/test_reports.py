@@ -6,11 +6,13 @@ project; elsewhere add ``-p trio`` or mark the tests ``@pytest.mark.trio``).
 
 from __future__ import annotations
 
+import logging
 import poplib
 
 import pytest
 import trio
 import trio.testing
+from reports import ReportHandler
 from reports_mailbox import ReportStore, make_server
 
 from trio_pop3.testing import TEST_LIMITS, check_handler, open_memory_session
@@ -67,3 +69,16 @@ async def test_conformance() -> None:
     # ReportStore makes up its own messages: check their structure, not their bytes.
     server = make_server(ReportStore(), limits=TEST_LIMITS)
     await check_handler(server, user="alice", password="wonderland", messages=7)
+
+
+async def test_part_one_refuses_bad_message_numbers(caplog: pytest.LogCaptureFixture) -> None:
+    # RFC 1939 section 5: RETR needs the number of an existing message; else -ERR.
+    caplog.set_level(logging.ERROR)
+    async with open_memory_session(ReportHandler, limits=TEST_LIMITS) as client:
+        await client.login("alice", "wonderland")
+        for line in ["RETR", "RETR 0", "RETR 8", "RETR x", "RETR \u00b2"]:
+            reply = await client.command(line)
+            assert not reply.ok, (line, reply)
+        assert b"Subject: Report for" in await client.retr(1)
+        await client.quit()
+    assert not caplog.records  # a client's mistake is no server failure
