@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from hypothesis import given, strategies as st
+from pop3_support import Client, memory_session
 
 from trio_pop3 import _passwd
+from trio_pop3._mailbox import check_offered_password
 from trio_pop3._passwd import (
     ARGON2_MEMORY_COST,
     ARGON2_PARALLELISM,
@@ -36,7 +40,8 @@ from trio_pop3._passwd import (
     scram_sha256_credentials,
     verify_password,
 )
-from trio_pop3.mailbox import Authenticator
+from trio_pop3._proto._sasl import password_forms
+from trio_pop3.mailbox import Authenticator, MailboxHandler, MemoryStore
 
 # --------------------------------------------------------------------------------------
 # Reference hashes.  All of these came from `doveadm pw -s <SCHEME> -p <password>`,
@@ -824,3 +829,85 @@ async def test_unsupported_schemes_are_logged_and_fail(
     assert any("user 'alice'" in m for m in messages)
     assert not any("mallory" in m for m in messages)
     assert not any("secret" in m for m in messages)
+
+
+# --------------------------------------------------------------------------------------
+# Logging in with a password SASLprep changes
+
+#: Passwords whose SASLprep form (RFC 4013) differs from what was typed: NFKC folds
+#: "²" to "2" and "ﬁ" to "fi", U+00A0 maps to a space; and one SASLprep refuses
+#: (right-to-left text ending in a digit, RFC 3454 section 6).  Dovecot stores all of
+#: them as typed, and so do hash_password and ``trio-pop3 hash-password``.
+SASLPREP_CHANGES = ["pass\u00b2", "a\u00a0b", "\ufb01sh", "\u05e9\u05dc\u05d5\u05dd1"]
+
+LOGIN_METHODS = ["USER/PASS", "AUTH PLAIN", "AUTH LOGIN"]
+
+
+def b64text(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+async def log_in(client: Client, method: str, user: str, password: str) -> str:
+    """Log in with ``method``; return the last reply."""
+    if method == "USER/PASS":
+        assert (await client.command(f"USER {user}")).startswith("+OK")
+        return await client.command(f"PASS {password}")
+    if method == "AUTH PLAIN":
+        return await client.command("AUTH PLAIN " + b64text(f"\x00{user}\x00{password}"))
+    assert await client.command("AUTH LOGIN " + b64text(user)) == "+ " + b64text("Password:")
+    return await client.command(b64text(password))
+
+
+def passwd_handler(path: Path) -> Callable[[], MailboxHandler]:
+    users = PasswdFile.load(path)
+    store = MemoryStore({user: [b"Subject: x\r\n\r\nhi\r\n"] for user in users})
+    return functools.partial(MailboxHandler, store, PasswdFileAuthenticator(path))
+
+
+@pytest.mark.rfc("4616", "2")
+@pytest.mark.parametrize("method", LOGIN_METHODS)
+@pytest.mark.parametrize("scheme", ["SSHA512", "PLAIN"])
+@pytest.mark.parametrize("password", SASLPREP_CHANGES)
+async def test_password_changed_by_saslprep_logs_in(
+    tmp_path: Path, password: str, scheme: str, method: str
+) -> None:
+    # PLAIN-05: RFC 4616 section 2 lets a server skip SASLprep to interoperate with an
+    # external system.  Dovecot stores passwords as typed ("typed"), a SASLprep-aware
+    # tool stores the prepared form ("prepped"): both log in with the typed password.
+    path = tmp_path / "passwd"
+    lines = [f"typed:{hash_password(password, scheme)}"]
+    prepared = password_forms(password)[1:]
+    lines += [f"prepped:{hash_password(form, scheme)}" for form in prepared]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for user in ["typed", "prepped"][: len(lines)]:
+        async with memory_session(passwd_handler(path)) as s:
+            reply = await log_in(s.client, method, user, password)
+            assert reply.startswith("+OK Logged in"), (user, reply)
+        async with memory_session(passwd_handler(path)) as s:
+            assert (await log_in(s.client, method, user, "pass")).startswith("-ERR [AUTH]")
+
+
+async def test_second_form_costs_the_same_for_unknown_users(
+    passwd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SASLprep form is a second check_password call, with its own dummy for an
+    # unknown user: a failure verifies as often for mallory as for alice.
+    auth = PasswdFileAuthenticator(passwd_path, reload=False)
+    seen: list[str] = []
+    real_verify = _passwd.verify_password
+
+    def spy(stored: str, password: str) -> bool:
+        seen.append(stored)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(_passwd, "verify_password", spy)
+    alice = auth.passwd["alice"]
+    assert not await check_offered_password(auth, "alice", "wonder\u00b2")
+    assert seen == [alice, alice]
+    seen.clear()
+    assert not await check_offered_password(auth, "mallory", "wonder\u00b2")
+    assert seen == [alice, alice]  # alice's entry is the dummy (BLF-CRYPT, most common)
+    seen.clear()
+    # A password SASLprep leaves alone costs one check, as it always did.
+    assert not await check_offered_password(auth, "mallory", "wonderland")
+    assert seen == [alice]

@@ -175,8 +175,10 @@ async def test_plain_failures_look_alike(message: bytes) -> None:
     assert failure.value.code is ResponseCode.AUTH
 
 
+@pytest.mark.rfc("4616", "2")
 async def test_plain_saslprep() -> None:
-    # RFC 4616 §2 (PLAIN-05): decomposed user name, NBSP in the password
+    # RFC 4616 §2 (PLAIN-05): decomposed user name, NBSP in the password.  The user name
+    # is prepared; the password is checked as sent, then SASLprep'd.
     authenticator = FakeAuthenticator()
     message = "\x00jose\u0301\x00p\u00e4ss".encode()
     assert await run(PlainMechanism(), exchange(ir=message, authenticator=authenticator)) == (
@@ -186,14 +188,21 @@ async def test_plain_saslprep() -> None:
     assert await run(PlainMechanism(), exchange(ir=message, authenticator=authenticator)) == (
         "dave"
     )
-    assert authenticator.checked == [("jos\u00e9", "p\u00e4ss"), ("dave", "two words")]
+    assert authenticator.checked == [
+        ("jos\u00e9", "p\u00e4ss"),
+        ("dave", "two\u00a0words"),
+        ("dave", "two words"),
+    ]
 
 
-async def test_plain_prohibited_password_never_reaches_authenticator() -> None:
+@pytest.mark.rfc("4616", "2")
+async def test_plain_password_saslprep_refuses_is_checked_only_as_sent() -> None:
+    # PLAIN-05: SASLprep prohibits U+0007, so there is no prepared form to check; the
+    # password as sent (no preparation, which RFC 4616 §2 allows) is checked once.
     authenticator = FakeAuthenticator()
     with pytest.raises(AuthenticationFailed):
         await run(PlainMechanism(), exchange(ir=b"\x00alice\x00\x07", authenticator=authenticator))
-    assert authenticator.checked == []
+    assert authenticator.checked == [("alice", "\x07")]
 
 
 async def test_plain_cancel() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._proto._sasl import scram_server_keys
+from ._proto._sasl import password_forms, scram_server_keys
 
 __all__ = ["Authenticator", "MailStore", "Mailbox", "MessageInfo", "ScramCredentials"]
 
@@ -211,6 +211,11 @@ class Authenticator(abc.ABC):
         about as long (no user enumeration by timing).  Slow hashes should run in a
         worker thread (:func:`trio.to_thread.run_sync`).
 
+        ``password`` is what the client sent.  When its SASLprep form (RFC 4013)
+        differs, a failed check is followed by a second one with that form, so a
+        login may call this twice; count failed logins elsewhere (the handler
+        does), not per call.
+
         Error handling:
             Return False to refuse; do not raise
             :class:`~trio_pop3.AuthenticationFailed`: from USER/PASS it would be
@@ -270,6 +275,32 @@ class Authenticator(abc.ABC):
         if secret is None:
             return None
         return await trio.to_thread.run_sync(_derive_scram, user, secret)
+
+
+async def check_offered_password(authenticator: Authenticator, user: str, password: str) -> bool:
+    """Return whether ``password``, as sent or SASLprep'd, is right for ``user``.
+
+    USER/PASS and the SASL mechanisms that carry a password (PLAIN, LOGIN) check it
+    through here: :meth:`Authenticator.check_password` is asked about each of
+    :func:`~trio_pop3._proto._sasl.password_forms` in turn, the password as sent
+    first, and the first match wins.  So a password stored without SASLprep (by
+    Dovecot, or by :func:`~trio_pop3._passwd.hash_password`) matches when typed as
+    it was stored, and one stored SASLprep'd (RFC 4616 section 2) matches too.
+
+    Timing: how many forms are checked depends only on the offered password, never
+    on the user name, and each call takes as long for an unknown user as for a
+    known one (the :meth:`~Authenticator.check_password` contract, which
+    :class:`~trio_pop3._passwd.PasswdFileAuthenticator` keeps with its dummy
+    hash).  A failure therefore costs the same for every user name, whether or not
+    it exists; only a success may end after the first form.  A password SASLprep
+    leaves as it is (any printable ASCII one) costs one check, as before.
+
+    Error handling and cancellation: as for :meth:`Authenticator.check_password`.
+    """
+    for form in password_forms(password):
+        if await authenticator.check_password(user, form):
+            return True
+    return False
 
 
 #: Iterations of SCRAM credentials derived from a plaintext secret (RFC 7677 §4: 4096).

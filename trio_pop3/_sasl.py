@@ -31,7 +31,7 @@ import secrets
 from typing import ClassVar, Protocol, final
 
 from ._errors import AuthenticationFailed, POP3Error, ResponseCode
-from ._mailbox import Authenticator, ScramCredentials
+from ._mailbox import Authenticator, ScramCredentials, check_offered_password
 from ._proto._sasl import (
     SCRAM_DEFAULT_ITERATIONS,
     SASLProtocolError,
@@ -366,8 +366,10 @@ class PlainMechanism(SASLMechanism):
     """PLAIN (RFC 4616): ``[authzid] NUL authcid NUL passwd`` in one message.
 
     Without an initial response the server sends the empty challenge ``"+ "`` (SASL-07).
-    The identities and the password are prepared with SASLprep (PLAIN-05) and
-    checked with :meth:`~trio_pop3.mailbox.Authenticator.check_password`.  A
+    The identities are prepared with SASLprep (PLAIN-05).  The password is checked
+    with :meth:`~trio_pop3.mailbox.Authenticator.check_password` as sent, then in its
+    SASLprep form if that differs: stored passwords made without SASLprep (Dovecot's)
+    match either way, as RFC 4616 section 2 allows for interoperating with them.  A
     non-empty authzid must be allowed by :meth:`authorize`, which by default accepts
     only the authcid itself (PLAIN-04); override it for master users.  Sends the
     password in the clear: offer it only over TLS (PLAIN-06).
@@ -392,10 +394,10 @@ class PlainMechanism(SASLMechanism):
         except SASLProtocolError:
             raise AuthenticationFailed from None
         authcid = _prepare(authcid)
-        password = _prepare(password)
         if authzid:
             authzid = _prepare(authzid)  # SASL-13: only a sent-empty authzid may be empty
-        if not await exchange.authenticator.check_password(authcid, password):
+        # PLAIN-05: the password as sent, then SASLprep'd (see check_offered_password).
+        if not await check_offered_password(exchange.authenticator, authcid, password):
             raise AuthenticationFailed
         if authzid and not await self.authorize(exchange, authcid, authzid):
             raise AuthenticationFailed
@@ -418,8 +420,9 @@ class LoginMechanism(SASLMechanism):
     """LOGIN (non-standard, draft-murchison-sasl-login): user name, then password.
 
     The challenges are ``Username:`` and ``Password:``.  An initial response is the user
-    name, and only ``Password:`` is asked (as Dovecot does).  Both strings are prepared
-    with SASLprep.  Sends the password in the clear: offer it only over TLS.
+    name, and only ``Password:`` is asked (as Dovecot does).  The user name is prepared
+    with SASLprep; the password is checked as sent, then SASLprep'd, as for PLAIN.
+    Sends the password in the clear: offer it only over TLS.
     """
 
     name = "LOGIN"
@@ -445,7 +448,9 @@ class LoginMechanism(SASLMechanism):
         except UnicodeDecodeError:
             raise AuthenticationFailed from None
         user = _prepare(user_text)
-        if not await exchange.authenticator.check_password(user, _prepare(password_text)):
+        if not password_text or not await check_offered_password(
+            exchange.authenticator, user, password_text
+        ):
             raise AuthenticationFailed
         return user
 

@@ -24,7 +24,11 @@ An encoding suffix overrides how ``data`` is written, for any scheme: ``.HEX``,
 
 Passwords are compared as UTF-8 octets; a string holding lone surrogates from
 ``errors="surrogateescape"`` decoding stands for the original octets.  As in Dovecot,
-no SASLprep (RFC 4013) normalisation is applied.
+no SASLprep (RFC 4013) normalisation is applied here, except that a SCRAM-SHA-256
+verifier is made from the SASLprep form (RFC 5802 section 2.2) and verified from
+either.  The login side checks the password as sent and then its SASLprep form
+(``trio_pop3._mailbox.check_offered_password``), so passwords stored as typed and
+stored prepared both match.
 
 :mod:`trio_pop3._passwd` (passwd-files and their authenticator) re-exports the public
 names of this module.

@@ -52,6 +52,7 @@ __all__ = [
     "parse_cram_md5_response",
     "parse_plain",
     "parse_scram_client_first",
+    "password_forms",
     "saslprep",
     "scram_salted_password",
     "scram_server_keys",
@@ -225,6 +226,32 @@ def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
     ):
         raise ValueError("SASLprep: bidirectional text violates RFC 3454 section 6")
     return prepared
+
+
+def password_forms(password: str) -> tuple[str, ...]:
+    """The forms of an offered password to check, in order: as sent, then SASLprep'd.
+
+    RFC 4616 section 2 (PLAIN-05) recommends SASLprep but lets a server use another
+    preparation, "including none", to interoperate with an external system.  Stored
+    passwords made without SASLprep are common: Dovecot applies none, so its
+    passwd-files hold passwords (and hashes of them) exactly as they were typed.  So
+    the password as sent is checked first, then its SASLprep form when that differs
+    and is not empty.  A password SASLprep refuses (a prohibited character, or
+    right-to-left text ending in a digit) has no prepared form and is checked only as
+    sent: matching it byte for byte needs no preparation.
+
+    >>> password_forms("secret"), password_forms("two\\u00a0words")
+    (('secret',), ('two\\xa0words', 'two words'))
+    >>> password_forms("bad\\x07")
+    ('bad\\x07',)
+    """
+    try:
+        prepared = saslprep(password)
+    except ValueError:
+        return (password,)
+    if prepared and prepared != password:
+        return (password, prepared)
+    return (password,)
 
 
 # ---------------------------------------------------------------------------------------

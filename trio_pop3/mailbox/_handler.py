@@ -20,6 +20,7 @@ from .._errors import (
     ResponseCode,
 )
 from .._handler import POP3Handler, log_name
+from .._mailbox import check_offered_password
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import saslprep
 from .._proto._state import State
@@ -208,7 +209,9 @@ class MailboxHandler(POP3Handler):
         if arg is None:
             await self.login_failed(user)
         try:
-            ok = await self.authenticator.check_password(user, _prepare(arg))
+            # As sent, then SASLprep'd (UTF8-04): stored passwords made without SASLprep,
+            # such as Dovecot's, match too (see check_offered_password).
+            ok = await check_offered_password(self.authenticator, user, arg)
         except AuthenticationFailed:  # an authenticator may raise instead of returning
             ok = False
         if not ok:
@@ -522,7 +525,7 @@ class MailboxHandler(POP3Handler):
 
 
 def _prepare(text: str) -> str:
-    """SASLprep a non-ASCII user name or password (RFC 6856 section 2.2, UTF8-04/05)."""
+    """SASLprep a non-ASCII user name (RFC 6856 section 2.2, UTF8-04/05)."""
     if text.isascii():
         return text
     try:
