@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import hashlib
 import logging
 import os
@@ -38,10 +39,12 @@ from interop.conftest import (
     start_server,
     wait_for,
 )
+from pop3_support import memory_session
 
 import trio_pop3
 from trio_pop3._cli import DEMO_MESSAGES
-from trio_pop3._passwd import hash_password, verify_password
+from trio_pop3._passwd import PasswdFile, PasswdFileAuthenticator, hash_password, verify_password
+from trio_pop3.mailbox import MailboxHandler, MemoryStore
 
 # --------------------------------------------------------------------------------------
 # Bad command lines and configurations
@@ -244,9 +247,31 @@ def test_hash_password(scheme: str) -> None:
     lines = result.stdout.decode().splitlines()
     assert len(lines) == 1
     stored = lines[0]
-    assert stored.startswith("{" + scheme + "}")
+    # The ":" in the password makes a PLAIN one base64, so it fits a passwd-file field.
+    assert stored.startswith("{PLAIN.B64}" if scheme == "PLAIN" else "{" + scheme + "}")
     assert verify_password(stored, password)
     assert not verify_password(stored, password + "x")
+
+
+@pytest.mark.parametrize("password", ["a:b", "a\rb", "a\nb", "\r\n:"])
+async def test_hash_password_plain_entry_keeps_separators(tmp_path: Path, password: str) -> None:
+    # What hash-password prints goes into the passwd-file as it is (the documented
+    # `echo "alice:$(trio-pop3 hash-password ...)" >> passwd`): a ":" must not end the
+    # password field there, nor a CR or LF the line.
+    result = run_cli("hash-password", "--scheme", "PLAIN", "--password", password)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "passwd"
+    path.write_bytes(b"alice:" + result.stdout)
+    assert PasswdFile.load(path).lookup("alice") == "{PLAIN.B64}" + b64(password.encode()).decode()
+    store = MemoryStore({"alice": [b"Subject: x\r\n\r\nhi\r\n"]})
+    factory = functools.partial(MailboxHandler, store, PasswdFileAuthenticator(path))
+    for offered, expected in [(password, "+OK Logged in"), (password[:1], "-ERR [AUTH]")]:
+        async with memory_session(factory) as s:
+            # AUTH PLAIN: PASS cannot carry a CR or LF.
+            reply = await s.client.command(
+                b"AUTH PLAIN " + b64(f"\x00alice\x00{offered}".encode())
+            )
+            assert reply.startswith(expected), (offered, reply)
 
 
 def test_hash_password_reads_stdin_and_defaults_to_ssha512() -> None:

@@ -114,6 +114,12 @@ _ARGON2_HASH_LEN: Final = 32
 _BCRYPT_MAX_PASSWORD: Final = 72
 
 _PLAIN_NAMES: Final = frozenset({"PLAIN", "CLEARTEXT", "CLEAR"})
+
+#: Characters a passwd-file line cannot hold in a password: ``:`` ends the field, CR
+#: and LF end the line.  :func:`hash_password` writes a PLAIN password containing any
+#: of them as ``{PLAIN.B64}`` (which Dovecot reads too), so the entry it prints can go
+#: into a passwd-file as it is.
+_PASSWD_FILE_SEPARATORS: Final = frozenset(":\r\n")
 _ENCODINGS: Final = {"HEX": "hex", "B64": "base64", "BASE64": "base64"}
 _HEX_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
@@ -501,11 +507,14 @@ def hash_password(
     """Return ``password`` stored with ``scheme``, as ``{SCHEME}data``.
 
     The scheme is case-insensitive and may carry an encoding suffix (``SHA256.HEX``,
-    ``PLAIN.B64``).  Salts come from :mod:`secrets`; a PLAIN password containing
-    ``:`` or a line end needs ``PLAIN.B64`` to go into a passwd-file.
+    ``PLAIN.B64``).  Salts come from :mod:`secrets`.  A PLAIN password containing
+    ``:``, CR or LF is written with the ``.B64`` suffix unless a suffix was given,
+    since a passwd-file field cannot hold those characters as they are.
 
     >>> hash_password("secret", "sha256")
     '{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols='
+    >>> hash_password("a:b", "PLAIN")
+    '{PLAIN.B64}YTpi'
     >>> verify_password(hash_password("secret"), "secret")
     True
 
@@ -530,6 +539,12 @@ def hash_password(
     """
     parsed = _parse("{" + scheme + "}")
     _require(parsed)
+    if (
+        parsed.name in _PLAIN_NAMES
+        and parsed.encoding is None
+        and not _PASSWD_FILE_SEPARATORS.isdisjoint(password)
+    ):
+        parsed = _parse("{" + parsed.label + ".B64}")
     raw = _password_bytes(password)
     if raw is None:
         raise ValueError("password cannot be encoded as UTF-8")
