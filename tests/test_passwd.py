@@ -27,6 +27,7 @@ from trio_pop3._passwd import (
     BCRYPT_ROUNDS,
     DEFAULT_SCHEME,
     HASH_THREADS,
+    LOGIN_CONTROL_FIELDS,
     RELOAD_CHECK_INTERVAL,
     SCRAM_ITERATIONS,
     SUPPORTED_SCHEMES,
@@ -911,3 +912,71 @@ async def test_second_form_costs_the_same_for_unknown_users(
     # A password SASLprep leaves alone costs one check, as it always did.
     assert not await check_offered_password(auth, "mallory", "wonderland")
     assert seen == [alice]
+
+
+# --------------------------------------------------------------------------------------
+# Extra fields that control logins
+
+LOGIN_CONTROL_FILE = """\
+nl:{PLAIN}Secr3t-pw::::::nologin allow_nets=192.0.2.1/32
+nets:{PLAIN}Secr3t-pw::::::allow_nets=127.0.0.0/8,::1
+px:{PLAIN}Secr3t-pw::::::proxy=y host=192.0.2.2 pass=proxy-Secr3t
+ref:{PLAIN}Secr3t-pw::::::host=192.0.2.3
+ren:{PLAIN}Secr3t-pw::::::user=other
+nopw:::::::nopassword
+shout:{PLAIN}Secr3t-pw::::::NoLogin=Y
+ok:{PLAIN}Secr3t-pw:1000:1000::/home/ok::userdb_mail=maildir:~/Maildir nodelay k5principals=x
+"""
+
+REFUSED = {
+    "nl": "nologin, allow_nets",
+    "nets": "allow_nets",
+    "px": "proxy, host",
+    "ref": "host",
+    "ren": "user",
+    "nopw": "nopassword",
+    "shout": "nologin",
+}
+
+
+def test_login_controls_of_an_entry() -> None:
+    passwd = PasswdFile.parse(LOGIN_CONTROL_FILE)
+    controls = {e.user: ", ".join(e.login_controls) for e in passwd.entries()}
+    assert controls == {**REFUSED, "ok": ""}
+    assert {"nologin", "allow_nets", "proxy", "host", "user"} <= LOGIN_CONTROL_FIELDS
+
+
+async def test_login_control_fields_refuse_the_user(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Dovecot keeps these users out (or sends them elsewhere); a server that cannot
+    # apply the rule must not let them in either.
+    path = tmp_path / "passwd"
+    path.write_text(LOGIN_CONTROL_FILE, encoding="utf-8")
+    with caplog.at_level(logging.ERROR, logger="trio_pop3._passwd"):
+        auth = PasswdFileAuthenticator(path)
+        for user in REFUSED:
+            assert not await auth.check_password(user, "Secr3t-pw"), user
+            assert await auth.get_secret(user) is None, user
+            assert await auth.get_scram_credentials(user) is None, user
+        assert await auth.check_password("ok", "Secr3t-pw")
+        assert await auth.get_secret("ok") == "Secr3t-pw"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    # One error per user at load, naming the fields but no value and no password.
+    assert len(errors) == len(REFUSED)
+    for (user, fields), error in zip(REFUSED.items(), errors, strict=True):
+        assert f"user {user!r} has extra field {fields}," in error
+        assert "cannot log in" in error
+    assert not any("Secr3t" in m or "192.0.2" in m for m in caplog.messages)
+
+
+async def test_nologin_user_is_refused_on_the_wire(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    path.write_text(LOGIN_CONTROL_FILE, encoding="utf-8")
+    for method in LOGIN_METHODS:
+        async with memory_session(passwd_handler(path)) as s:
+            reply = await log_in(s.client, method, "nl", "Secr3t-pw")
+            assert reply == "-ERR [AUTH] Authentication failed.", (method, reply)
+        async with memory_session(passwd_handler(path)) as s:
+            reply = await log_in(s.client, method, "ok", "Secr3t-pw")
+            assert reply.startswith("+OK Logged in"), (method, reply)

@@ -16,6 +16,14 @@ Everything after the seventh ``:`` is ``extra_fields``, a space-separated list o
 Blank lines and lines starting with ``#`` are skipped.  An empty password field
 disables the account: no password matches it.
 
+Of the extra fields, those that make Dovecot refuse, restrict or redirect a login
+(``LOGIN_CONTROL_FIELDS``: ``nologin``, ``allow_nets``, ``proxy``, ``host``,
+``user`` and others) are not implemented here.  Ignoring them would let a user in
+whom Dovecot keeps out, so :class:`PasswdFileAuthenticator` refuses every login of
+an entry that has one, and logs it when it loads the file.  All other extra fields
+(``userdb_*``, ``nodelay``, ...) and the uid, gid, gecos, home and shell fields are
+ignored.
+
 Example::
 
     # /etc/trio-pop3/passwd
@@ -73,6 +81,7 @@ __all__ = [
     "BCRYPT_ROUNDS",
     "DEFAULT_SCHEME",
     "HASH_THREADS",
+    "LOGIN_CONTROL_FIELDS",
     "RELOAD_CHECK_INTERVAL",
     "SALT_SIZE",
     "SCRAM_ITERATIONS",
@@ -103,6 +112,33 @@ HASH_THREADS: Final = 4
 #: also re-reads a changed passwd-file; checking once a second keeps a busy server
 #: from calling stat() on every login while edits still show up almost at once.
 RELOAD_CHECK_INTERVAL: Final = 1.0
+
+#: Extra fields with which Dovecot refuses, restricts or redirects a login, and which
+#: this module does not implement: ``nologin`` and ``fail`` refuse it; ``allow_nets``
+#: and ``allow_real_nets`` allow it only from some addresses; ``proxy``,
+#: ``proxy_maybe`` and ``host`` send the client to another server; ``user`` and
+#: ``login_user`` log in as another user; ``nopassword`` and ``noauthenticate``
+#: change what the password check means.  An entry with any of them, as ``key`` or
+#: ``key=value`` (compared without regard to case, the value not looked at), cannot
+#: log in: refusing is the only safe reading of a rule the server cannot apply.
+#: Other extra fields (``userdb_*``, ``nodelay``, the proxy options that need
+#: ``proxy``, ``k5principals`` for the GSSAPI mechanism, which is not offered) change
+#: nothing about who may log in, and are ignored.
+LOGIN_CONTROL_FIELDS: Final = frozenset(
+    {
+        "nologin",
+        "fail",
+        "allow_nets",
+        "allow_real_nets",
+        "proxy",
+        "proxy_maybe",
+        "host",
+        "user",
+        "login_user",
+        "nopassword",
+        "noauthenticate",
+    }
+)
 
 
 class PasswdFileError(ValueError):
@@ -140,6 +176,22 @@ class PasswdEntry:
     shell: str = ""
     extra_fields: tuple[str, ...] = ()
     line: int = 0
+
+    @property
+    def login_controls(self) -> tuple[str, ...]:
+        """The keys of ``extra_fields`` in ``LOGIN_CONTROL_FIELDS``, lower case.
+
+        Not empty means the entry cannot log in through
+        :class:`PasswdFileAuthenticator`.  Only keys are given, never values (a
+        proxy ``pass=`` value is a password).
+
+        >>> PasswdFile.parse("a:{PLAIN}x::::::nologin Allow_Nets=192.0.2.0/24\\n").entry(
+        ...     "a"
+        ... ).login_controls
+        ('nologin', 'allow_nets')
+        """
+        keys = (item.partition("=")[0].lower() for item in self.extra_fields)
+        return tuple(key for key in keys if key in LOGIN_CONTROL_FIELDS)
 
 
 #: Fields before ``extra_fields``: user, password, uid, gid, gecos, home, shell.
@@ -324,6 +376,12 @@ class _Loaded:
     passwd: PasswdFile
     #: What an unknown user's password is checked against (the result is discarded).
     dummy: str
+    #: Users whose entry has a login control field (see LOGIN_CONTROL_FIELDS).
+    refused: frozenset[str] = frozenset()
+
+    def stored(self, user: str) -> str | None:
+        """The stored password of a user who may log in; None otherwise."""
+        return None if user in self.refused else self.passwd.lookup(user)
 
 
 @final
@@ -345,11 +403,17 @@ class PasswdFileAuthenticator(Authenticator):
     cost: timing does not tell which users exist.  An empty file falls back to a
     random ``DEFAULT_SCHEME`` hash.
 
+    An entry with an extra field of ``LOGIN_CONTROL_FIELDS`` (``nologin``,
+    ``allow_nets``, ``proxy``, ...) is refused like an unknown user by every
+    method, whatever the password; each load of the file logs one error per such
+    user, naming the fields (not their values).
+
     Error handling:
         The constructor raises :class:`PasswdFileError` if the file cannot be loaded.
         A failed reload is logged and the previous contents stay in use until the
-        file changes again.  Entries whose scheme is unknown or lacks its library are
-        logged at load and never match.  The lookups themselves never raise.
+        file changes again.  Entries whose scheme is unknown or lacks its library,
+        and entries with a login control field, are logged at load and never match.
+        The lookups themselves never raise.
 
     Cancellation:
         The constructor reads the file with blocking I/O; build the authenticator
@@ -396,8 +460,9 @@ class PasswdFileAuthenticator(Authenticator):
         """Return whether ``password`` is right for ``user``; see the class notes.
 
         Error handling:
-            Never raises: an unknown user, an empty password field, and an entry
-            whose scheme is unsupported (logged) all give False.
+            Never raises: an unknown user, an empty password field, an entry whose
+            scheme is unsupported (logged) and an entry with a login control field
+            (logged at load) all give False.
 
         Cancellation:
             A checkpoint; see the class notes.  A failed check of a user whose
@@ -405,7 +470,7 @@ class PasswdFileAuthenticator(Authenticator):
             time against the dummy, so that timing tells nothing).
         """
         loaded = await self._current()
-        stored = loaded.passwd.lookup(user)
+        stored = loaded.stored(user)
         known = bool(stored)
         try:
             ok = await self._verify(stored if stored else loaded.dummy, password)
@@ -424,14 +489,14 @@ class PasswdFileAuthenticator(Authenticator):
         """Return the plaintext of a PLAIN/CLEARTEXT entry (for APOP, CRAM-MD5), else None.
 
         Error handling:
-            Never raises: an unknown user, another scheme, or undecodable data all
-            give None.
+            Never raises: an unknown user, another scheme, undecodable data, or
+            an entry with a login control field all give None.
 
         Cancellation:
             A checkpoint only when it checks the file for changes; see the class
             notes.
         """
-        stored = (await self._current()).passwd.lookup(user)
+        stored = (await self._current()).stored(user)
         if not stored:
             return None
         try:
@@ -452,8 +517,8 @@ class PasswdFileAuthenticator(Authenticator):
         For a PLAIN entry the salt is derived from the user name with a per-process
         secret key, so repeated exchanges see the same salt, as for a stored
         verifier (a fresh salt each time would tell a real user from the made-up
-        salt the SASL layer shows for an unknown one).  None for an unknown user or a
-        scheme that cannot provide a verifier.
+        salt the SASL layer shows for an unknown one).  None for an unknown user, an
+        entry with a login control field, or a scheme that cannot provide a verifier.
 
         Error handling:
             Never raises: malformed and unsupported entries give None.
@@ -462,7 +527,7 @@ class PasswdFileAuthenticator(Authenticator):
             The verifier (PBKDF2 for a PLAIN entry) is computed in a worker thread
             under ``limiter``; see the class notes.
         """
-        stored = (await self._current()).passwd.lookup(user)
+        stored = (await self._current()).stored(user)
         if not stored:
             return None
         salt = hmac.digest(_PLAIN_SCRAM_SALT_KEY, user.encode("utf-8", "surrogatepass"), "sha256")
@@ -534,7 +599,20 @@ class PasswdFileAuthenticator(Authenticator):
                 problem,
                 count,
             )
-        return _Loaded(passwd, self._pick_dummy(passwd))
+        refused = []
+        for entry in passwd.entries():
+            controls = entry.login_controls
+            if controls:
+                refused.append(entry.user)
+                _log.error(
+                    "passwd-file %s line %d: user %r has extra field %s, which trio_pop3 "
+                    "does not implement; the user cannot log in",
+                    self._path,
+                    entry.line,
+                    entry.user,
+                    ", ".join(controls),
+                )
+        return _Loaded(passwd, self._pick_dummy(passwd), frozenset(refused))
 
     @staticmethod
     def _pick_dummy(passwd: PasswdFile) -> str:
