@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from trio_pop3._errors import AuthenticationFailed, POP3Error, ResponseCode
-from trio_pop3._proto._sasl import SASLProtocolError, cram_md5_digest
+from trio_pop3._proto._sasl import SASLProtocolError, cram_md5_digest, saslprep
 from trio_pop3._sasl import (
     DEFAULT_MECHANISMS,
     CramMD5Mechanism,
@@ -28,6 +28,7 @@ from trio_pop3._sasl import (
     format_challenge,
     make_scram_credentials,
 )
+from trio_pop3.mailbox import MemoryAuthenticator
 from trio_pop3.mailbox._base import Authenticator, ScramCredentials
 
 USERS = {"alice": "secret", "dave": "two words", "jos\u00e9": "p\u00e4ss"}
@@ -407,6 +408,16 @@ async def test_scram_unicode_and_escaped_names() -> None:
     # RFC 5802 §5.1 (SCRAM-02): name prepared for the lookup, hashed as received
     ex = ScramClient("jose\u0301", "p\u00e4ss").exchange()
     assert await run(ScramSHA256Mechanism(), ex) == "jos\u00e9"
+
+
+@pytest.mark.rfc("5802", "3")
+async def test_scram_default_credentials_use_the_saslprepped_secret() -> None:
+    # SaltedPassword = Hi(Normalize(password), ...): a client that knows "two\u00a0words"
+    # derives its keys from "two words", so must the default get_scram_credentials.
+    authenticator = MemoryAuthenticator({"dave": "two\u00a0words"})
+    ex = ScramClient("dave", saslprep("two\u00a0words")).exchange()
+    ex.authenticator = authenticator
+    assert await run(ScramSHA256Mechanism(), ex) == "dave"
 
 
 async def test_scram_y_flag_and_own_authzid_accepted() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._proto._sasl import password_forms, scram_server_keys
+from ._proto._sasl import password_forms, saslprep, scram_server_keys
 
 __all__ = ["Authenticator", "MailStore", "Mailbox", "MessageInfo", "ScramCredentials"]
 
@@ -257,9 +257,10 @@ class Authenticator(abc.ABC):
         """Return the SCRAM-SHA-256 credentials of ``user``, or None if not available.
 
         By default they are derived from :meth:`get_secret` when it gives a plaintext
-        secret (4096 iterations, RFC 7677; the salt is derived from the user name with
-        a per-process random key, so it is stable, as a stored salt would be, without
-        revealing which users exist).  Override to return stored credentials.
+        secret, SASLprep'd as RFC 5802 section 3 asks (4096 iterations, RFC 7677; the
+        salt is derived from the user name with a per-process random key, so it is
+        stable, as a stored salt would be, without revealing which users exist).
+        Override to return stored credentials.
 
         Error handling:
             As for :meth:`check_password`: an exception (here or from
@@ -311,6 +312,15 @@ _SALT_KEY = os.urandom(32)
 
 def _derive_scram(user: str, secret: str) -> ScramCredentials:
     salt = hmac.digest(_SALT_KEY, user.encode("utf-8"), "sha256")[:16]
-    salted = hashlib.pbkdf2_hmac("sha256", secret.encode("utf-8"), salt, DERIVED_SCRAM_ITERATIONS)
+    # RFC 5802 section 3: SaltedPassword = Hi(Normalize(password), ...), and clients
+    # normalise with SASLprep.  A secret SASLprep refuses no client can normalise
+    # either; it is used as it is, as before.
+    try:
+        prepared = saslprep(secret, allow_unassigned=False)
+    except ValueError:
+        prepared = secret
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", prepared.encode("utf-8"), salt, DERIVED_SCRAM_ITERATIONS
+    )
     stored_key, server_key = scram_server_keys(salted)
     return ScramCredentials(DERIVED_SCRAM_ITERATIONS, salt, stored_key, server_key)
