@@ -27,6 +27,7 @@ from trio_pop3._proto._sasl import (
     parse_cram_md5_response,
     parse_plain,
     parse_scram_client_first,
+    password_forms,
     saslprep,
     scram_salted_password,
     scram_server_keys,
@@ -235,6 +236,27 @@ def test_saslprep_is_idempotent(text: str) -> None:
     except ValueError:
         return
     assert saslprep(prepared) == prepared
+
+
+@pytest.mark.rfc("4013", "2")
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
+def test_saslprep_leaves_printable_ascii_alone(text: str) -> None:
+    # What password_forms' shortcut relies on: no mapping, normalisation, prohibition
+    # or bidi rule of RFC 4013 touches printable ASCII.
+    assert saslprep(text) == text
+    assert password_forms(text) == (text,)
+
+
+@given(st.text(max_size=30))
+def test_password_forms_are_as_sent_then_prepared(text: str) -> None:
+    forms = password_forms(text)
+    assert forms[0] == text
+    try:
+        prepared = saslprep(text)
+    except ValueError:
+        assert forms == (text,)
+        return
+    assert forms == ((text, prepared) if prepared and prepared != text else (text,))
 
 
 # --- CRAM-MD5 -------------------------------------------------------------------------
