@@ -147,20 +147,31 @@ async def test_allow_insecure_auth(nursery: trio.Nursery, server_context: ssl.SS
     await client.aclose()
 
 
+async def plain_client(port: int) -> tuple[trio.SocketStream, Client]:
+    """Connect in plaintext and read the greeting."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    client = Client(stream)
+    await client.reply()
+    return stream, client
+
+
+async def handshake(stream: trio.SocketStream, client_context: ssl.SSLContext) -> Client:
+    """After the server's +OK to STLS: complete the TLS handshake, return the client."""
+    tls = trio.SSLStream(stream, client_context, server_hostname="127.0.0.1")
+    await tls.do_handshake()
+    return Client(tls)
+
+
 @pytest.mark.rfc("2595", "4")
 async def test_stls_discards_pipelined_plaintext(
     tls_server: TLSServer, client_context: ssl.SSLContext
 ) -> None:
     """TLS-04: commands injected after STLS, before the handshake, are never executed."""
-    stream = await trio.open_tcp_stream("127.0.0.1", tls_server.port)
-    client = Client(stream)
-    await client.reply()
+    stream, client = await plain_client(tls_server.port)
     # One write: STLS plus a whole login that would succeed if it were executed.
     await client.send(b"STLS\r\nUSER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\n")
     assert (await client.reply()).startswith("+OK")
-    tls = trio.SSLStream(stream, client_context, server_hostname="127.0.0.1")
-    await tls.do_handshake()
-    secure = Client(tls)
+    secure = await handshake(stream, client_context)
     # Not logged in: the injected USER/PASS were discarded with the plaintext.
     assert (await secure.command("STAT")).startswith("-ERR")
     assert (await secure.command("NOOP")).startswith("-ERR")
@@ -175,13 +186,9 @@ async def test_stls_discards_pipelined_plaintext(
 async def test_stls_twice_and_after_login(
     tls_server: TLSServer, client_context: ssl.SSLContext
 ) -> None:
-    stream = await trio.open_tcp_stream("127.0.0.1", tls_server.port)
-    client = Client(stream)
-    await client.reply()
+    stream, client = await plain_client(tls_server.port)
     assert (await client.command("STLS")).startswith("+OK")
-    tls = trio.SSLStream(stream, client_context, server_hostname="127.0.0.1")
-    await tls.do_handshake()
-    secure = Client(tls)
+    secure = await handshake(stream, client_context)
     # TLS-02: a second STLS is refused.
     assert (await secure.command("STLS")).startswith("-ERR")
     await secure.login()
@@ -197,14 +204,10 @@ async def test_stls_with_an_argument_is_refused(
 ) -> None:
     # RFC 2595 section 4: "STLS" takes no arguments (WIRE-07); the session stays in
     # plaintext and a plain STLS still works afterwards.
-    stream = await trio.open_tcp_stream("127.0.0.1", tls_server.port)
-    client = Client(stream)
-    await client.reply()
+    stream, client = await plain_client(tls_server.port)
     assert await client.command("STLS now") == "-ERR STLS takes no arguments."
     assert (await client.command("STLS")).startswith("+OK")
-    tls = trio.SSLStream(stream, client_context, server_hostname="127.0.0.1")
-    await tls.do_handshake()
-    secure = Client(tls)
+    secure = await handshake(stream, client_context)
     await secure.login()
     assert (await secure.command("QUIT")).startswith("+OK")
     await secure.aclose()
