@@ -35,9 +35,17 @@ from trio_pop3 import (
     POP3Server,
     wire_size,
 )
-from trio_pop3.mailbox import MailboxHandler, MailStore, MemoryAuthenticator, MemoryStore
+from trio_pop3.mailbox import (
+    Mailbox,
+    MailboxHandler,
+    MailStore,
+    MemoryAuthenticator,
+    MemoryStore,
+    MessageInfo,
+)
 
 __all__ = [
+    "ForwardingMailbox",
     "MESSAGES",
     "USERS",
     "Client",
@@ -466,6 +474,25 @@ async def mailbox_port(
     """
     running = await start_server(mailbox_factory)
     return running.port
+
+
+class ForwardingMailbox(Mailbox):
+    """A Mailbox that passes every call to ``inner``: subclass it to inject a fault."""
+
+    def __init__(self, inner: Mailbox) -> None:
+        self.inner = inner
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        return await self.inner.list_messages()
+
+    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        return self.inner.read_message(message)
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        await self.inner.remove(messages)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 async def maildrop_uids(store: MailStore, user: str = "alice") -> list[str]:

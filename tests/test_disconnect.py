@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
@@ -19,6 +19,7 @@ from pop3_support import (
     ALICE_MESSAGES,
     FAST_LIMITS,
     Client,
+    ForwardingMailbox,
     MemorySession,
     Recorder,
     memory_session,
@@ -305,22 +306,10 @@ class FailingRemoveStore(MailStore):
         return FailingRemoveMailbox(await self.inner.open(user))
 
 
-class FailingRemoveMailbox(Mailbox):
-    def __init__(self, inner: Mailbox) -> None:
-        self.inner = inner
-
-    async def list_messages(self) -> Sequence[MessageInfo]:
-        return await self.inner.list_messages()
-
-    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        return self.inner.read_message(message)
-
+class FailingRemoveMailbox(ForwardingMailbox):
     async def remove(self, messages: Sequence[MessageInfo]) -> None:
         await self.inner.remove(messages[:1])
         raise MailboxError("Some deleted messages were not removed.")
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @pytest.mark.rfc("1939", "6")

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
-from pop3_support import ALICE_MESSAGES, MAILBOX_USERS, Client, memory_session, unstuff
+from pop3_support import (
+    ALICE_MESSAGES,
+    MAILBOX_USERS,
+    Client,
+    ForwardingMailbox,
+    memory_session,
+    unstuff,
+)
 
 from trio_pop3 import MailboxError, wire_size
 from trio_pop3.mailbox import (
@@ -481,9 +488,10 @@ class SharedSnapshotStore(MailStore):
         return SharedSnapshotMailbox(self, await self.inner.open(user), user)
 
 
-class SharedSnapshotMailbox(Mailbox):
+class SharedSnapshotMailbox(ForwardingMailbox):
     def __init__(self, store: SharedSnapshotStore, inner: Mailbox, user: str) -> None:
-        self.store, self.inner, self.user = store, inner, user
+        super().__init__(inner)
+        self.store, self.user = store, user
 
     async def list_messages(self) -> Sequence[MessageInfo]:
         fresh = tuple(await self.inner.list_messages())
@@ -491,15 +499,6 @@ class SharedSnapshotMailbox(Mailbox):
         if kept != fresh:
             self.store.snapshots[self.user] = kept = fresh
         return kept
-
-    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        return self.inner.read_message(message)
-
-    async def remove(self, messages: Sequence[MessageInfo]) -> None:
-        await self.inner.remove(messages)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @pytest.fixture
@@ -663,22 +662,14 @@ class BrokenListStore(MailStore):
         return BrokenListMailbox(self, await self.inner.open(user), user)
 
 
-class BrokenListMailbox(Mailbox):
+class BrokenListMailbox(ForwardingMailbox):
     def __init__(self, store: BrokenListStore, inner: Mailbox, user: str) -> None:
-        self.store, self.inner, self.user = store, inner, user
+        super().__init__(inner)
+        self.store, self.user = store, user
 
     async def list_messages(self) -> Sequence[MessageInfo]:
         self.store.locked_at_failure = self.store.inner.is_locked(self.user)
         raise MailboxError("Maildrop is corrupt.")
-
-    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        return self.inner.read_message(message)
-
-    async def remove(self, messages: Sequence[MessageInfo]) -> None:
-        await self.inner.remove(messages)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 @pytest.mark.rfc("1939", "4")

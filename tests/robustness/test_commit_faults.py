@@ -24,12 +24,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import trio
-from pop3_support import memory_session
+from pop3_support import ForwardingMailbox, memory_session
 from robust_support import MaildirFixture, OsProxy, unlink_faults, wire_form
 
 import trio_pop3.mailbox._maildir as maildir_module
@@ -228,25 +228,16 @@ async def test_deleted_message_moved_and_flagged_meanwhile(tmp_path: Path) -> No
 # -- a generic Mailbox whose remove() breaks half-way -------------------------------------------
 
 
-class FlakyMailbox(Mailbox):
+class FlakyMailbox(ForwardingMailbox):
     def __init__(self, inner: Mailbox, succeed: int, error: BaseException) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.succeed = succeed
         self.error = error
-
-    async def list_messages(self) -> Sequence[MessageInfo]:
-        return await self.inner.list_messages()
-
-    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        return self.inner.read_message(message)
 
     async def remove(self, messages: Sequence[MessageInfo]) -> None:
         for message in messages[: self.succeed]:
             await self.inner.remove([message])
         raise self.error
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class FlakyStore(MailStore):
@@ -336,7 +327,7 @@ async def test_cancelled_during_commit(tmp_path: Path, monkeypatch: pytest.Monke
     await check_next_session(store, expected)
 
 
-class StallingMailbox(Mailbox):
+class StallingMailbox(ForwardingMailbox):
     """Its remove() or list_messages() never finishes; its close() awaits first.
 
     The close of a remote maildrop (a database, a lock service) may well await before
@@ -345,7 +336,7 @@ class StallingMailbox(Mailbox):
     """
 
     def __init__(self, inner: Mailbox, stall: str, stalled: trio.Event) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.stall = stall
         self.stalled = stalled
 
@@ -354,9 +345,6 @@ class StallingMailbox(Mailbox):
             self.stalled.set()
             await trio.sleep_forever()
         return await self.inner.list_messages()
-
-    def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-        return self.inner.read_message(message)
 
     async def remove(self, messages: Sequence[MessageInfo]) -> None:
         self.stalled.set()
