@@ -642,10 +642,8 @@ async def test_authenticator_checks_passwords(passwd_path: Path) -> None:
         assert await auth.check_password(user, password) is expected, (user, password)
 
 
-async def test_unknown_user_checks_a_dummy_of_the_usual_scheme(
-    passwd_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    auth = PasswdFileAuthenticator(passwd_path)
+def verified_entries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the stored entry of every verify_password call the authenticator makes."""
     seen: list[str] = []
     real_verify = _passwd.verify_password
 
@@ -654,6 +652,14 @@ async def test_unknown_user_checks_a_dummy_of_the_usual_scheme(
         return real_verify(stored, password)
 
     monkeypatch.setattr(_passwd, "verify_password", spy)
+    return seen
+
+
+async def test_unknown_user_checks_a_dummy_of_the_usual_scheme(
+    passwd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = PasswdFileAuthenticator(passwd_path)
+    seen = verified_entries(monkeypatch)
     # The dummy is alice's entry (BLF-CRYPT is the most common scheme)...
     assert not await auth.check_password("mallory", "wonderland")
     assert not await auth.check_password("grace", "wonderland")
@@ -894,14 +900,7 @@ async def test_second_form_costs_the_same_for_unknown_users(
     # The SASLprep form is a second check_password call, with its own dummy for an
     # unknown user: a failure verifies as often for mallory as for alice.
     auth = PasswdFileAuthenticator(passwd_path, reload=False)
-    seen: list[str] = []
-    real_verify = _passwd.verify_password
-
-    def spy(stored: str, password: str) -> bool:
-        seen.append(stored)
-        return real_verify(stored, password)
-
-    monkeypatch.setattr(_passwd, "verify_password", spy)
+    seen = verified_entries(monkeypatch)
     alice = auth.passwd["alice"]
     assert not await check_offered_password(auth, "alice", "wonder\u00b2")
     assert seen == [alice, alice]
