@@ -190,9 +190,6 @@ class MailboxHandler(POP3Handler):
 
     async def pop3_USER(self, arg: str | None) -> None:
         """USER name (RFC 1939 §7): remember the name; the answer never reveals if it exists."""
-        # A USER that fails forgets the earlier name: PASS needs a successful USER
-        # right before it (RFC 1939 section 7, USER-01).
-        self._pending_user = None
         self._require_plaintext()
         if arg is None or not arg.strip():
             raise POP3Error("Missing user name.")
