@@ -210,12 +210,11 @@ class _LogFormatter(logging.Formatter):
         self._tag = tag
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = record.getMessage()
-        record.asctime = self.formatTime(record)
-        line = f"{record.asctime} {self._tag}: {record.levelname} {record.message}"
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)  # the rare record with a traceback
-        return line
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        return f"{record.asctime} {self._tag}: {record.levelname} {record.message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
