@@ -18,6 +18,10 @@
 #   DATA [/tmp/pop3bench/data]      data set (mkmail.py --out DATA if missing)
 #   ROUNDS [3]                      interleaved rounds
 #   PYTHON [/tmp/venv/bin/python if present, else python3]  runs trio-pop3
+#   PYTHON_ALT                      a second interpreter: add trio-pop3-alt to SERVERS
+#                                   to run the same code under it in the same rounds
+#                                   (the interpreter's build moves the figures: see
+#                                   benchmarks/README.md, "Which Python")
 #   TRIO_PORT [22112]  DOVECOT_PORT [22110]
 #   TRIO_ARGS                       extra arguments for `trio-pop3 serve`; default:
 #                                   `--max-connections 20000 --max-connections-per-address
@@ -80,13 +84,15 @@ running=""
 trio_pid=""
 start_server() {  # NAME -> sets port and running
   case $1 in
-    trio-pop3)
-      PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m trio_pop3 serve \
+    trio-pop3|trio-pop3-alt)
+      local python=$PYTHON
+      [ "$1" = trio-pop3-alt ] && python=${PYTHON_ALT:?set PYTHON_ALT for trio-pop3-alt}
+      PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m trio_pop3 serve \
         --host 127.0.0.1 --port "$trio_port" \
         --maildir-root "$data/mail" --users "$data/passwd" ${TRIO_ARGS:-} \
-        > "$out/trio-pop3-server-$2.log" 2>&1 &
+        > "$out/$1-server-$2.log" 2>&1 &
       trio_pid=$!
-      running=trio-pop3
+      running=$1
       port=$trio_port
       for _ in $(seq 150); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
@@ -94,7 +100,7 @@ start_server() {  # NAME -> sets port and running
         sleep 0.1
       done
       echo "trio-pop3 did not come up; its log:" >&2
-      tail -20 "$out/trio-pop3-server-$2.log" >&2
+      tail -20 "$out/$1-server-$2.log" >&2
       return 1 ;;
     dovecot-*)
       PORT=$dovecot_port "$bench/dovecot/start.sh" "${1#dovecot-}" "$data" > /dev/null || return 1
@@ -107,7 +113,7 @@ stop_server() {
   local what=$running
   running=""
   case $what in
-    trio-pop3)
+    trio-pop3|trio-pop3-alt)
       if kill -0 "$trio_pid" 2>/dev/null; then
         kill -TERM "$trio_pid"
         for _ in $(seq 100); do kill -0 "$trio_pid" 2>/dev/null || break; sleep 0.1; done
@@ -155,7 +161,10 @@ fi
   echo "kernel: $(uname -r); CPUs: $(nproc); $(grep -m1 'model name' /proc/cpuinfo)"
   echo "memory: $(free -m | awk '/Mem:/{print $2" MiB"}'); ulimit -n: $(ulimit -n)"
   echo "dovecot: $(/usr/sbin/dovecot --version)"
-  echo "trio-pop3: $("$PYTHON" -c 'import sys, trio; print("Python", sys.version.split()[0], "trio", trio.__version__)')"
+  echo "trio-pop3: $PYTHON: $("$PYTHON" -c 'import sys, trio; print("Python", sys.version.split()[0], "trio", trio.__version__)')"
+  if [ -n "${PYTHON_ALT:-}" ]; then
+    echo "trio-pop3-alt: $PYTHON_ALT: $("$PYTHON_ALT" -c 'import sys, trio; print("Python", sys.version.split()[0], "trio", trio.__version__)')"
+  fi
   echo "trio-pop3 serve args: ${TRIO_ARGS:-(none)}"
   echo "run.sh env: DURATION=$DURATION CONCS='$CONCS' RETR_COUNT=$RETR_COUNT PIPE_COUNT=$PIPE_COUNT IDLE_CONNS='$IDLE_CONNS' IDLE_HOLD=$IDLE_HOLD WARMUP=$WARMUP SETTLE_MAX=$SETTLE_MAX ROUNDS=$rounds"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -171,7 +180,7 @@ for r in $(seq "$rounds"); do
     echo "== round $r/$rounds: $s ($(date -u +%H:%M:%S), +$(($(date +%s) - t0)) s)"
     start_server "$s" "$r" || { status=1; stop_server; continue; }
     # in the background, so that a signal to this script acts at once
-    SERVER_PID=$([ "$s" = trio-pop3 ] && echo "$trio_pid" || true) \
+    SERVER_PID=$(case $s in trio-pop3*) echo "$trio_pid" ;; esac) \
       timeout "$run_timeout" "$bench/run.sh" "$port" "$s" > "$out/$s-$r.txt" 2>&1 &
     run_pid=$!
     wait "$run_pid"
