@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -211,6 +212,40 @@ async def test_apop_failures(apop_factory: Factory, arg: str, reply: str) -> Non
         assert await s.client.command(f"APOP {arg}".strip()) == reply
         assert (await s.client.command("STAT")).startswith("-ERR")
         assert (await s.client.command(f"APOP mrose {RFC_DIGEST}")).startswith("+OK")
+
+
+@pytest.mark.rfc("6856", "2.2")
+@pytest.mark.parametrize(
+    ("stored", "digested"),
+    [
+        ("pass\u00b2", "pass2"),  # SASLprep maps SUPERSCRIPT TWO to "2" (NFKC)
+        ("pass\u00b2", "pass\u00b2"),  # a secret stored unprepared, as Dovecot does
+        ("two\u00a0words", "two words"),  # a no-break space maps to a space
+        ("caf\u00e9", "caf\u00e9"),  # SASLprep leaves it as it is
+    ],
+)
+async def test_apop_digest_of_the_saslprepped_secret(stored: str, digested: str) -> None:
+    # RFC 6856 section 2.2 (UTF8-06): APOP with a UTF-8 secret uses its SASLprep form.
+    store = MemoryStore({"mrose": [b"Subject: hi\n\nhello\n"]})
+    auth = MemoryAuthenticator({"mrose": stored})
+    factory = functools.partial(FixedTimestampHandler, store, auth, apop=True)
+    digest = hashlib.md5((RFC_TIMESTAMP + digested).encode("utf-8")).hexdigest()
+    async with memory_session(factory) as s:
+        assert (await s.client.command("APOP mrose " + "0" * 32)).startswith("-ERR [AUTH]")
+        assert (await s.client.command(f"APOP mrose {digest}")).startswith("+OK")
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_apop_never_logs_in_with_an_empty_secret() -> None:
+    store = MemoryStore({"mrose": [b"Subject: hi\n\nhello\n"]})
+    factory = functools.partial(
+        FixedTimestampHandler, store, MemoryAuthenticator({"mrose": ""}), apop=True
+    )
+    async with memory_session(factory) as s:
+        for secret in ("", "\x00"):
+            digest = hashlib.md5((RFC_TIMESTAMP + secret).encode("utf-8")).hexdigest()
+            reply = await s.client.command(f"APOP mrose {digest}")
+            assert reply == "-ERR [AUTH] Authentication failed."
 
 
 @pytest.mark.rfc("3206", "6")

@@ -22,7 +22,7 @@ from .._errors import (
 from .._handler import POP3Handler, log_name
 from .._mailbox import check_offered_password
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
-from .._proto._sasl import saslprep
+from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
 from .._proto._wire import header_needs_utf8
 from .._sasl import (
@@ -226,11 +226,19 @@ class MailboxHandler(POP3Handler):
             raise POP3Error("Usage: APOP name digest")
         user, digest = _prepare(parts[0]), parts[1]
         secret = await self.authenticator.get_secret(user)
-        expected = hashlib.md5(
-            (self._timestamp + (secret or "\x00")).encode("utf-8"), usedforsecurity=False
-        ).hexdigest()
         given = digest.lower().encode("utf-8", "replace")
-        if not hmac.compare_digest(expected.encode("ascii"), given) or secret is None:
+        # RFC 6856 section 2.2 (UTF8-06): the digest is of the SASLprep'd secret.  A
+        # secret stored unprepared (as Dovecot stores them) is tried as stored too,
+        # as passwords are (password_forms); how many digests are tried depends only
+        # on the stored secret, never on what the client sent.
+        matched = False
+        for form in password_forms(secret or "\x00"):
+            expected = hashlib.md5(
+                (self._timestamp + form).encode("utf-8", "surrogatepass"),
+                usedforsecurity=False,
+            ).hexdigest()
+            matched |= hmac.compare_digest(expected.encode("ascii"), given)
+        if not matched or not secret:  # no secret, or an empty one: never a login
             await self.login_failed(user)
         await self.login(user)
 
