@@ -446,13 +446,88 @@ async def test_uid_hashed_for_names_outside_the_rfc_alphabet(
     assert [m.uid for m in await snapshot(store)] == [m.uid for m in messages]
 
 
-async def test_duplicate_base_names_listed_once(root: Path, store: MaildirStore) -> None:
+async def test_duplicate_base_name_renamed_and_never_reused(
+    root: Path, store: MaildirStore
+) -> None:
+    """RFC 1939 section 7 (UIDL-04): two files with one base name are two messages.
+
+    The copy in ``cur/`` keeps the base name's unique-id; the other is renamed to a
+    fresh unique name, so once the first is deleted the second does not turn up
+    under the unique-id the client has already seen.
+    """
     maildir = make_maildir(root)
-    put(maildir, "new", "1.dup.h")
-    put(maildir, "cur", "1.dup.h:2,S")
+    put(maildir, "new", "1700000008.dup.h", b"Subject: h\n\nH\n")
+    put(maildir, "cur", "1700000008.dup.h:2,S", b"Subject: H\n\nH2\n")
+    put(maildir, "new", "1700000009.other.h")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        assert len(messages) == 3
+        by_uid = {m.uid: m for m in messages}
+        first = by_uid.pop("1700000008.dup.h")
+        other = by_uid.pop("1700000009.other.h")
+        (renamed,) = by_uid.values()
+        assert messages[2] is other  # the renamed copy keeps its delivery time
+        assert b"".join(await read_all(mailbox, first)) == b"Subject: H\n\nH2\n"
+        assert renamed.uid not in {first.uid, other.uid}
+        assert UID_RE.fullmatch(renamed.uid)
+        assert renamed.uid.startswith("1700000008.")
+        assert b"".join(await read_all(mailbox, renamed)) == b"Subject: h\n\nH\n"
+        assert other.uid == "1700000009.other.h"
+        await mailbox.remove([first])
+    finally:
+        await mailbox.close()
+    assert sorted(os.listdir(maildir / "new")) == sorted(["1700000009.other.h", renamed.uid])
+    assert os.listdir(maildir / "cur") == []
+    # The next session: the survivor keeps the unique-id it was listed under.
+    assert [m.uid for m in await snapshot(store)] == [renamed.uid, other.uid]
+
+
+async def test_duplicate_keeps_flags_and_size_tags(root: Path) -> None:
+    store = MaildirStore(root, trust_size_tags=True)
+    maildir = make_maildir(root)
+    data = b"Subject: t\n\nbody\n"
+    base = f"1700000005.M42P7.h,S={len(data)},W={wire_size(data)}"
+    put(maildir, "cur", f"{base}:2,S", data)
+    put(maildir, "cur", f"{base}:2,RS", data + b"more\n")
+    messages = await snapshot(store)
+    assert len({m.uid for m in messages}) == 2
+    kept, fresh = sorted(os.listdir(maildir / "cur"), key=lambda name: name.startswith(base) ^ 1)
+    assert kept in {f"{base}:2,S", f"{base}:2,RS"}
+    flags = ":2,RS" if kept.endswith(":2,S") else ":2,S"
+    assert re.fullmatch(
+        rf"1700000005\.M42P[0-9]+Q[0-9]+R[0-9a-f]{{8}}\.[^,:]+,S={len(data)},W={wire_size(data)}"
+        + re.escape(flags),
+        fresh,
+    )
+    assert {m.uid for m in messages} == {base, _maildir._base_name(fresh)}
+
+
+async def test_hard_linked_names_are_one_message(root: Path, store: MaildirStore) -> None:
+    """Two names of one file (a hard link) are one message: listed once, not renamed."""
+    maildir = make_maildir(root)
+    path = put(maildir, "cur", "1.dup.h:2,S")
+    os.link(path, maildir / "new" / "1.dup.h")
     put(maildir, "new", "2.other.h")
     messages = await snapshot(store)
     assert [m.uid for m in messages] == ["1.dup.h", "2.other.h"]
+    assert sorted(os.listdir(maildir / "new")) == ["1.dup.h", "2.other.h"]
+
+
+async def test_duplicate_left_out_when_it_cannot_be_renamed(
+    root: Path, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.dup.h", b"Subject: a\n\nA\n")
+    put(maildir, "cur", "1.dup.h:2,S", b"Subject: b\n\nB\n")
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied", src)
+
+    monkeypatch.setattr(os, "rename", refuse)
+    messages = await snapshot(store)
+    assert [m.uid for m in messages] == ["1.dup.h"]
+    assert sorted(os.listdir(maildir / "new")) == ["1.dup.h"]
 
 
 @given(st.text(max_size=120))

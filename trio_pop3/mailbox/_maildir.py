@@ -28,8 +28,10 @@ Guarantees
   (seconds), the ``M<microseconds>`` field when present, then the base name.
 * **Stable unique ids** (RFC 1939 section 7).  The UID is the base name if it is 1 to
   70 characters in 0x21 to 0x7E, otherwise the hex SHA-1 of its bytes.  It survives
-  restarts, a move from ``new/`` to ``cur/`` and flag changes.  Within one listing
-  UIDs are unique (a base name present twice is listed once).
+  restarts, a move from ``new/`` to ``cur/`` and flag changes.  A second file with
+  a base name already listed (``new/X`` beside ``cur/X:2,S``, say, left by a copy or
+  a restore) is renamed to a fresh unique name, as Dovecot does, so both messages are
+  listed and neither unique-id is ever reused for the other.
 * **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
   the CRLF size and is used as is when ``trust_size_tags`` is on; otherwise the file is
   read once through :class:`~trio_pop3.WireSizeCounter` and the result cached on the
@@ -40,7 +42,8 @@ Guarantees
   ``O_NOFOLLOW`` and must be regular files, so a symlink or FIFO dropped into the
   Maildir can neither leak other files nor hang the server.
 * **Safe removal.**  :meth:`MaildirMailbox.remove` unlinks exactly the given files
-  (each unlink is atomic), then fsyncs the directories.  Nothing else is ever written,
+  (each unlink is atomic), then fsyncs the directories.  Apart from renaming a
+  duplicate (above, one atomic ``rename``), nothing else is ever written,
   so a crash at any point cannot lose a message that was not deleted.
 
 Blocking file-system calls run in :func:`trio.to_thread.run_sync`, except the few that
@@ -60,6 +63,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import stat
 import time
@@ -157,6 +161,16 @@ _USEC_RE = re.compile(r"M([0-9]{1,6})(?![0-9])")
 
 # --------------------------------------------------------------------------------------
 # File names
+
+
+#: Numbers the unique names this process makes (the ``Q<n>`` field).
+_delivery_counter = itertools.count(1)
+
+
+def _host_part() -> str:
+    """Return this host's name escaped for a Maildir unique name."""
+    host = socket.gethostname() or "localhost"
+    return host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
 
 
 def _base_name(name: str) -> str:
@@ -322,7 +336,11 @@ def _measure(path: str) -> tuple[_Stamp, int] | None:
 
 
 def _scan(
-    maildir: str, known: _Known | None, trust_size_tags: bool, inline: bool
+    maildir: str,
+    known: _Known | None,
+    trust_size_tags: bool,
+    inline: bool,
+    rename_duplicates: bool = True,
 ) -> tuple[tuple[MessageInfo, ...], _Known]:
     """List ``cur/`` and ``new/`` and size every message.
 
@@ -331,7 +349,10 @@ def _scan(
         known: The cache from the previous listing, or None.
         trust_size_tags: Use ``W=`` tags instead of reading files.
         inline: Running in the event loop: raise :class:`_InlineScanAborted` rather than
-            list more than :data:`_INLINE_SCAN_LIMIT` files or read any file.
+            list more than :data:`_INLINE_SCAN_LIMIT` files, read any file or rename a
+            duplicate.
+        rename_duplicates: Give a second file with a listed base name a new unique
+            name (see :func:`_rename_duplicate`) and list again; else leave it out.
 
     Raises:
         OSError: a directory cannot be listed or a message cannot be read.
@@ -341,7 +362,8 @@ def _scan(
     old_listing = known.listing if known is not None else {}
     sizes: dict[str, tuple[_Stamp, int]] = {}
     listing: dict[tuple[str, str], _Listed] = {}
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # uid -> path of the file listed under it
+    duplicates: list[tuple[str, str]] = []  # (path, path of the listed twin)
     sized_by_name = True  # every size came from a W= tag, none from the file
     for subdir in _SCAN_DIRS:
         directory = os.path.join(maildir, subdir)
@@ -375,8 +397,11 @@ def _scan(
                     continue
                 if not regular:
                     continue
-                if uid in seen:
-                    logger.warning("Maildir %s: duplicate base name %r ignored", maildir, name)
+                twin = seen.get(uid)
+                if twin is not None:
+                    if inline:
+                        raise _InlineScanAborted
+                    duplicates.append((entry.path, twin))
                     continue
                 if st is not None:
                     sized_by_name = False
@@ -394,15 +419,83 @@ def _scan(
                         sizes[base] = measured
                         size = measured[1]
                 assert size is not None
-                seen.add(uid)
+                seen[uid] = entry.path
                 if previous is not None and previous[1].size == size:
                     listing[subdir, name] = previous
                 else:
                     info = MessageInfo(uid, size, _Location(subdir, name, base))
                     listing[subdir, name] = (_order_key(base), info)
+    renamed = False
+    for path, twin in duplicates:
+        if rename_duplicates and _rename_duplicate(path, twin):
+            renamed = True
+        else:
+            logger.warning("Maildir %s: duplicate file %r left out", maildir, path)
+    if renamed:  # list the new names like any other
+        return _scan(maildir, known, trust_size_tags, inline, rename_duplicates=False)
     ordered = sorted(listing.values(), key=_listed_order)
     messages = tuple(info for _, info in ordered)
     return messages, _Known(listing, sizes, messages, sized_by_name=sized_by_name)
+
+
+def _rename_duplicate(path: str, twin: str) -> bool:
+    """Give a message whose base name is already listed (``twin``) a base of its own.
+
+    Two different files with one base name (say ``new/X`` and ``cur/X:2,S``, left by a
+    copy or a restore) would otherwise share a unique-id, so one of them could not be
+    listed, and once its twin was deleted it would appear under a unique-id the client
+    has already seen, and a client that leaves mail on the server would never fetch it
+    (RFC 1939 section 7: a unique-id is never reused for another message).  As Dovecot
+    does, the file is renamed in its directory to a fresh unique name, keeping the
+    delivery time, any ``,S=``/``,W=`` tags (the contents are unchanged) and the
+    ``:2,...`` flags.  Its new base, and so its unique-id, is then stable.
+
+    Returns whether the file was renamed.  It is not when it is gone, when it is the
+    twin under another name (a hard link, or a name seen twice because another
+    program renamed it during the listing), or when the rename fails.
+    """
+    try:
+        st = os.lstat(path)
+        twin_st = os.lstat(twin)
+    except FileNotFoundError:
+        return False
+    if (st.st_dev, st.st_ino) == (twin_st.st_dev, twin_st.st_ino):
+        return False
+    directory, name = os.path.split(path)
+    base = _base_name(name)
+    new_name = _fresh_base(base) + name[len(base) :]
+    new_path = os.path.join(directory, new_name)
+    try:
+        # Atomic: a crash leaves one name or the other, never both or neither.  The
+        # new name is unique (pid, counter, random), so nothing is replaced.
+        os.rename(path, new_path)
+    except OSError as exc:
+        logger.error("Maildir: cannot rename duplicate %r: %s", path, exc)
+        return False
+    logger.warning(
+        "Maildir: %r has the base name of %r; renamed to %r so both are listed",
+        path,
+        twin,
+        new_name,
+    )
+    return True
+
+
+def _fresh_base(base: str) -> str:
+    """Return a new unique base name for a message that had ``base``.
+
+    The standard ``<seconds>.M<usec>P<pid>Q<counter>.<host>`` form, with the seconds
+    and microseconds of ``base`` when it has them (so the delivery order holds) and
+    its ``,S=``/``,W=`` tags.
+    """
+    kind, seconds, usec, _ = _order_key(base)
+    if kind:  # not a standard name: take the time now
+        seconds, usec = divmod(time.time_ns() // 1000, 1_000_000)
+    last_part = base.rpartition(".")[2]
+    comma = last_part.find(",")
+    tags = last_part[comma:] if comma >= 0 else ""
+    unique = f"M{usec}P{os.getpid()}Q{next(_delivery_counter)}R{secrets.token_hex(4)}"
+    return f"{seconds}.{unique}.{_host_part()}{tags}"
 
 
 def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
@@ -1036,14 +1129,6 @@ class MaildirMailbox(Mailbox):
 
 # --------------------------------------------------------------------------------------
 # Delivery
-
-_delivery_counter = itertools.count(1)
-
-
-def _host_part() -> str:
-    """Return this host's name escaped for a Maildir unique name."""
-    host = socket.gethostname() or "localhost"
-    return host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
 
 
 def deliver(
