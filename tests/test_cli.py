@@ -282,6 +282,25 @@ def test_hash_password_reads_stdin_and_defaults_to_ssha512() -> None:
     assert verify_password(stored, "from ständard input")
 
 
+@pytest.mark.parametrize(
+    "args", [[], ["--scheme", "PLAIN"], ["--password", os.fsdecode(b"caf\xe9")]]
+)
+def test_hash_password_refuses_invalid_utf8(args: list[str]) -> None:
+    # RFC 6856: clients send UTF-8, and the server refuses a command that is not, so
+    # a password with a stray octet could never log in.
+    result = run_cli("hash-password", *args, stdin=b"caf\xe9\n")
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert b"not valid UTF-8" in result.stderr
+
+
+def test_hash_password_stores_the_saslprep_form() -> None:
+    # RFC 4616 section 2: "cafe" + combining acute, hashed, matches a composed "é".
+    result = run_cli("hash-password", "--scheme", "SHA256", stdin="cafe\u0301\n".encode())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == hash_password("caf\u00e9", "SHA256")
+
+
 def test_hash_password_salts_differ() -> None:
     first, second = (run_cli("hash-password", "--password", "pw").stdout for _ in range(2))
     assert first != second

@@ -18,7 +18,7 @@ import trio.testing
 from hypothesis import given, strategies as st
 from pop3_support import Client, memory_session
 
-from trio_pop3 import _passwd
+from trio_pop3 import _passwd, _schemes
 from trio_pop3._mailbox import check_offered_password
 from trio_pop3._passwd import (
     ARGON2_MEMORY_COST,
@@ -145,6 +145,69 @@ FAST_SCHEMES = [
 def cheap_hash(password: str, scheme: str) -> str:
     """hash_password with a low work factor where the scheme has one."""
     return hash_password(password, scheme, rounds=TEST_ROUNDS.get(scheme.upper()))
+
+
+def doveadm_entry(password: str, scheme: str) -> str:
+    """An entry as ``doveadm pw`` makes it: of the password as typed, not SASLprep'd."""
+    raw = password.encode("utf-8")
+    if scheme == "PLAIN":
+        return "{PLAIN.B64}" + base64.b64encode(raw).decode("ascii")
+    assert scheme == "SSHA512"
+    salt = os.urandom(16)
+    return "{SSHA512}" + base64.b64encode(hashlib.sha512(raw + salt).digest() + salt).decode()
+
+
+def logs_in(stored: str, typed: str) -> bool:
+    """Whether ``typed`` matches ``stored`` the way the login side checks it."""
+    return any(verify_password(stored, form) for form in password_forms(typed))
+
+
+#: One password typed two ways that SASLprep maps to one form (RFC 4013): composed
+#: and decomposed "café"; a full-width and an ASCII "P"; a ligature and two letters.
+SAME_PASSWORD_TYPED_TWO_WAYS = [
+    ("caf\u00e9", "cafe\u0301"),
+    ("\uff30ass", "Pass"),
+    ("\ufb01sh", "fish"),
+]
+
+
+@pytest.mark.rfc("4616", "2")
+@pytest.mark.rfc("6856", "2.2")
+@pytest.mark.parametrize(
+    "scheme", [*FAST_SCHEMES, "BLF-CRYPT", "ARGON2ID", "ARGON2I", "SCRAM-SHA-256"]
+)
+@pytest.mark.parametrize(("one", "other"), SAME_PASSWORD_TYPED_TWO_WAYS)
+def test_hash_password_stores_the_saslprep_form(scheme: str, one: str, other: str) -> None:
+    # PLAIN-05 / UTF8-04: a stored password is prepared as an offered one is, so the
+    # entry matches the password however either side typed it.
+    for typed_when_hashed in (one, other):
+        stored = cheap_hash(typed_when_hashed, scheme)
+        for typed_at_login in (one, other):
+            assert logs_in(stored, typed_at_login), (typed_when_hashed, typed_at_login)
+        assert not logs_in(stored, "cafe")
+
+
+@pytest.mark.rfc("4616", "2")
+@pytest.mark.parametrize(("one", "other"), SAME_PASSWORD_TYPED_TWO_WAYS)
+def test_plain_entry_matches_either_form(one: str, other: str) -> None:
+    # A {PLAIN} entry written by hand or by Dovecot, in either form.
+    for stored in (doveadm_entry(one, "PLAIN"), doveadm_entry(other, "PLAIN")):
+        assert logs_in(stored, one)
+        assert logs_in(stored, other)
+        assert not logs_in(stored, one[:-1])
+
+
+def test_hash_password_prepares_before_choosing_plain_b64() -> None:
+    # SASLprep maps a full-width colon to ":", which a passwd-file field cannot hold.
+    assert hash_password("a\uff1ab", "PLAIN") == "{PLAIN.B64}" + b64text("a:b")
+
+
+def test_password_saslprep_refuses_is_hashed_as_typed() -> None:
+    # A control character is prohibited by SASLprep: kept, and still matches as sent.
+    for scheme in ("PLAIN", "SSHA512"):
+        stored = hash_password("bell\x07", scheme)
+        assert verify_password(stored, "bell\x07")
+        assert not verify_password(stored, "bell")
 
 
 # --------------------------------------------------------------------------------------
@@ -439,8 +502,9 @@ def test_scram_saslprep() -> None:
 @given(password=st.text(min_size=1), scheme=st.sampled_from(FAST_SCHEMES), other=st.text())
 def test_fast_schemes_round_trip(password: str, scheme: str, other: str) -> None:
     stored = hash_password(password, scheme)
-    assert verify_password(stored, password)
-    assert verify_password(stored, other) == (other == password)
+    assert logs_in(stored, password)
+    if logs_in(stored, other):  # only when the two share a form (RFC 4013)
+        assert set(password_forms(other)) & {_schemes._stored_form(password), password}
 
 
 @given(
@@ -880,9 +944,10 @@ async def test_password_changed_by_saslprep_logs_in(
 ) -> None:
     # PLAIN-05: RFC 4616 section 2 lets a server skip SASLprep to interoperate with an
     # external system.  Dovecot stores passwords as typed ("typed"), a SASLprep-aware
-    # tool stores the prepared form ("prepped"): both log in with the typed password.
+    # tool (hash_password) stores the prepared form ("prepped"): both log in with the
+    # typed password.
     path = tmp_path / "passwd"
-    lines = [f"typed:{hash_password(password, scheme)}"]
+    lines = [f"typed:{doveadm_entry(password, scheme)}"]
     prepared = password_forms(password)[1:]
     lines += [f"prepped:{hash_password(form, scheme)}" for form in prepared]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -397,7 +397,18 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
             if getpass.getpass("Again: ") != password:
                 raise UsageError("passwords do not match")
         else:
-            password = sys.stdin.readline().rstrip("\r\n")
+            line = sys.stdin.buffer.readline().rstrip(b"\r\n")
+            try:
+                password = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError("the password is not valid UTF-8") from None
+    try:
+        # Clients send UTF-8 (RFC 6856), and the server refuses a command that is not,
+        # so a password with stray octets (from the command line, decoded with
+        # surrogateescape) could never be sent.
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the password is not valid UTF-8") from None
     try:
         print(hash_password(password, args.scheme))
     except (UnsupportedScheme, ValueError) as exc:

@@ -23,12 +23,18 @@ An encoding suffix overrides how ``data`` is written, for any scheme: ``.HEX``,
 (handy for plaintext passwords that contain ``:``).
 
 Passwords are compared as UTF-8 octets; a string holding lone surrogates from
-``errors="surrogateescape"`` decoding stands for the original octets.  As in Dovecot,
-no SASLprep (RFC 4013) normalisation is applied here, except that a SCRAM-SHA-256
-verifier is made from the SASLprep form (RFC 5802 section 2.2) and verified from
-either.  The login side checks the password as sent and then its SASLprep form
-(``trio_pop3._mailbox.check_offered_password``), so passwords stored as typed and
-stored prepared both match.
+``errors="surrogateescape"`` decoding stands for the original octets.
+
+Unicode: one password can be typed as different code points (``café`` composed or
+with a combining accent, a full-width ``P``, U+FF30), and SASLprep (RFC 4013) maps
+them all to one form.  RFC 4616 section 2 and RFC 6856 section 2.2 ask that stored passwords
+be prepared the same way as offered ones, so :func:`hash_password` hashes the
+SASLprep form (a password SASLprep refuses, with a control character say, is hashed
+as typed), and a PLAIN entry also matches a password equal to its SASLprep form.
+The login side checks the password as sent and then its SASLprep form
+(``trio_pop3._mailbox.check_offered_password``), so an entry made here matches the
+password however it is typed, and one that Dovecot's ``doveadm pw`` made (which
+hashes the password as typed) matches it typed as it was then.
 
 :mod:`trio_pop3._passwd` (passwd-files and their authenticator) re-exports the public
 names of this module.
@@ -235,6 +241,31 @@ def _equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(hashlib.sha256(a).digest(), hashlib.sha256(b).digest())
 
 
+def _plain_verify(data: bytes, password: bytes) -> bool:
+    """A stored plaintext matches the password itself, or one equal to its SASLprep form.
+
+    So ``{PLAIN}cafe\u0301`` (decomposed) matches ``café`` typed composed, whose
+    SASLprep form the login side offers next (RFC 4616 section 2).
+    """
+    if _equal(data, password):
+        return True
+    prepared = _scram_prepare(data, stored=False)
+    return prepared is not None and prepared != data and _equal(prepared, password)
+
+
+def _stored_form(password: str) -> str:
+    """Return the form of ``password`` that :func:`hash_password` stores: SASLprep's.
+
+    A password SASLprep refuses (a control character, a lone surrogate) or maps to
+    nothing (only soft hyphens, say) is kept as typed: clients can still send it as
+    it is with USER/PASS, PLAIN and LOGIN.
+    """
+    try:
+        return saslprep(password, allow_unassigned=False) or password
+    except ValueError:
+        return password
+
+
 # --------------------------------------------------------------------------------------
 # The schemes
 
@@ -383,7 +414,7 @@ def _scram_make(password: bytes, rounds: int | None) -> bytes:
     return _scram_to_stored(creds).removeprefix("{SCRAM-SHA-256}").encode("ascii")
 
 
-_PLAIN_SCHEME: Final = _Scheme(_equal, _plain_make)
+_PLAIN_SCHEME: Final = _Scheme(_plain_verify, _plain_make)
 
 _SCHEMES: Final[Mapping[str, _Scheme]] = {
     "PLAIN": _PLAIN_SCHEME,
@@ -511,12 +542,20 @@ def hash_password(
     ``:``, CR or LF is written with the ``.B64`` suffix unless a suffix was given,
     since a passwd-file field cannot hold those characters as they are.
 
+    The password is stored in its SASLprep form (RFC 4013; RFC 4616 section 2), so
+    it matches however a client types it: ``café`` composed or decomposed, a ``P``
+    full-width (U+FF30) or not.  One SASLprep refuses is stored as typed.
+    (``doveadm pw`` hashes the password as typed; such entries still match it typed
+    that way.)
+
     >>> hash_password("secret", "sha256")
     '{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols='
     >>> hash_password("a:b", "PLAIN")
     '{PLAIN.B64}YTpi'
     >>> verify_password(hash_password("secret"), "secret")
     True
+    >>> hash_password("\uff30ass", "PLAIN")  # full-width P: stored as SASLprep'd
+    '{PLAIN}Pass'
 
     Args:
         password: The password; it must not be empty.
@@ -539,6 +578,7 @@ def hash_password(
     """
     parsed = _parse("{" + scheme + "}")
     _require(parsed)
+    password = _stored_form(password)  # after which U+FF1A is ":"
     if (
         parsed.name in _PLAIN_NAMES
         and parsed.encoding is None
