@@ -147,6 +147,42 @@ async def test_allow_insecure_auth(nursery: trio.Nursery, server_context: ssl.SS
     await client.aclose()
 
 
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.rfc("2595", "2.3")
+async def test_apop_only_on_the_implicit_tls_port(
+    nursery: trio.Nursery, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # GREET-05: the timestamp is APOP's advertisement, and it can only be in the
+    # greeting.  On the STLS port the greeting is sent in plaintext, where passwords
+    # are not allowed, so it has none, and STLS cannot send it again.
+    running = await start(nursery, server_context, apop=True)
+
+    def client() -> None:
+        pop = poplib.POP3("127.0.0.1", running.port, timeout=10)
+        try:
+            assert b"<" not in pop.getwelcome()
+            pop.stls(client_context)
+            # poplib's apop() itself refuses a greeting without a timestamp.
+            with pytest.raises(poplib.error_proto) as refused:
+                pop._shortcmd("APOP alice " + "0" * 32)  # type: ignore[attr-defined]
+            assert refused.value.args == (b"-ERR APOP is not available.",)
+            pop.user("alice")  # the other logins are offered after STLS
+            pop.pass_("secret")
+            pop.quit()
+        finally:
+            pop.close()
+        pops = poplib.POP3_SSL("127.0.0.1", running.pop3s_port, context=client_context)
+        try:
+            assert b"<" in pops.getwelcome()
+            assert pops.apop("alice", "secret").startswith(b"+OK")
+            assert pops.stat()[0] == 1
+            pops.quit()
+        finally:
+            pops.close()
+
+    await trio.to_thread.run_sync(client)
+
+
 async def plain_client(port: int) -> tuple[trio.SocketStream, Client]:
     """Connect in plaintext and read the greeting."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
