@@ -565,6 +565,43 @@ def test_max_connections(config: MailSetup, server_factory: ServerFactory) -> No
     assert "refused" in proc.stderr
 
 
+@pytest.mark.rfc("2449", "6.7")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([], "EXPIRE NEVER"), (["--expire", "30"], "EXPIRE 30"), (["--expire", "none"], None)],
+)
+def test_expire_is_announced(
+    config: MailSetup, server_factory: ServerFactory, args: list[str], expected: str | None
+) -> None:
+    # CAP-EXPIRE-2: trio-pop3 deletes no mail itself, so by default it says EXPIRE NEVER.
+    account = config.account("alice", [b"Subject: one\n\nbody\n"])
+    proc = server_factory(config, *args)
+    client = proc.connect()
+    try:
+        for state in ("AUTHORIZATION", "TRANSACTION"):
+            caps = client.capa()
+            announced = [" ".join([n, *values]) for n, values in caps.items() if n == "EXPIRE"]
+            assert announced == ([expected] if expected else []), state
+            if state == "AUTHORIZATION":
+                client.user(account.user)
+                client.pass_(account.password)
+    finally:
+        client.quit()
+
+
+def test_expire_option(tmp_path: Path) -> None:
+    from trio_pop3._cli import UsageError, build_parser
+
+    base = ["serve", "--maildir-root", str(tmp_path), "--users", str(tmp_path / "p")]
+    assert build_parser().parse_args(base).expire == "NEVER"
+    assert build_parser().parse_args([*base, "--expire", "never"]).expire == "NEVER"
+    assert build_parser().parse_args([*base, "--expire", "0"]).expire == 0
+    assert build_parser().parse_args([*base, "--expire", "None"]).expire is None
+    for bad, message in [("-1", "must be >= 0"), ("soon", "not NEVER, none or a number")]:
+        with pytest.raises(UsageError, match=message):
+            build_parser().parse_args([*base, "--expire", bad])
+
+
 def test_auth_failure_delay_option(tmp_path: Path) -> None:
     """--auth-failure-delay reaches Limits; a negative value is a usage error."""
     from trio_pop3._cli import UsageError, build_parser

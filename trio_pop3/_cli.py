@@ -85,6 +85,15 @@ def _workers(text: str) -> int:
     return usable_cpus() if text == "auto" else _count(text)
 
 
+def _expire(text: str) -> int | Literal["NEVER"] | None:
+    """``--expire``: ``NEVER``, a number of days, or ``none`` (not announced)."""
+    if text.upper() == "NEVER":
+        return "NEVER"
+    if text.lower() == "none":
+        return None
+    return _number(int, lambda v: v >= 0, "not NEVER, none or a number", "must be >= 0")(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``trio-pop3``."""
     parser = _Parser(prog="trio-pop3", description="A POP3 server for Maildirs, on trio.")
@@ -144,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="refuse",
         help="messages with UTF-8 headers to clients that did not send UTF8: "
         "refuse with -ERR [UTF8] (RFC 6856, default) or send as stored",
+    )
+    serve.add_argument(
+        "--expire",
+        type=_expire,
+        default="NEVER",
+        metavar="NEVER|DAYS|none",
+        help="announce in CAPA how long mail may stay on the server (RFC 2449 EXPIRE): "
+        "NEVER (default: trio-pop3 deletes nothing itself), days, or none to not "
+        "announce it",
     )
     serve.add_argument(
         "--no-maildrop-lock",
@@ -338,6 +356,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_insecure_auth=args.allow_insecure_auth,
         apop=args.apop,
         utf8_legacy=args.utf8_legacy,
+        expire=args.expire,
         debug=args.debug,
     )
 
@@ -374,6 +393,7 @@ def _make_server(
     allow_insecure_auth: bool = False,
     apop: bool = False,
     utf8_legacy: Literal["refuse", "send"] = "refuse",
+    expire: int | Literal["NEVER"] | None = "NEVER",
     **options: object,
 ) -> POP3Server:
     factory = functools.partial(
@@ -383,6 +403,7 @@ def _make_server(
         apop=apop,
         allow_insecure_auth=allow_insecure_auth,
         utf8_legacy=utf8_legacy,
+        expire=expire,
     )
     return POP3Server(factory, **options)  # type: ignore[arg-type]
 
