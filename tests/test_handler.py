@@ -541,6 +541,18 @@ async def test_255_octet_command_accepted() -> None:
 
 
 @pytest.mark.rfc("2449", "4")
+async def test_bare_lf_line_measured_as_if_it_ended_in_crlf() -> None:
+    # A bare LF is tolerated, not standard: the same command passes or fails the
+    # length limit whichever end it has, so 253 octets before it pass, 254 fail.
+    async with memory_session(SkeletonHandler) as s:
+        line = b"USER " + b"a" * 248
+        await s.client.send(line + b"\n")
+        assert await s.client.reply() == "+OK username accepted, send password"
+        await s.client.send(line + b"a\n")
+        assert await s.client.reply() == "-ERR Command line too long."
+
+
+@pytest.mark.rfc("2449", "4")
 @pytest.mark.parametrize("length", [256, 1000, 8191, 8192, 8193, 20_000, 60_000])
 async def test_overlong_line_is_err_and_session_continues(length: int) -> None:
     # WIRE-06 pick: -ERR for an over-long command, discard through the LF, go on.

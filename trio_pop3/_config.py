@@ -41,6 +41,8 @@ class Limits:
     Attributes:
         max_command_line: Longest command line accepted, in octets including CRLF.
             RFC 2449 section 4 requires accepting 255; longer lines get ``-ERR``.
+            A line ending in a bare LF (tolerated, not standard) is measured as if
+            it ended in CRLF, so the same commands pass whichever end they have.
         max_auth_line: Longest AUTH command or SASL response line.  RFC 5034 section 4
             lets SASL responses exceed the command limit; PLAIN with three 255-octet
             fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
