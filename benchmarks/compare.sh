@@ -27,6 +27,8 @@
 #                                   `--max-connections 20000 --max-connections-per-address
 #                                   20000` when serve has these options (all load comes
 #                                   from 127.0.0.1; the harness raises Dovecot's limits too)
+#                                   and `--no-mark-seen` when serve has it (the harness
+#                                   sets Dovecot's pop3_no_flag_updates = yes)
 #   SERVERS ["trio-pop3 dovecot-tuned"]
 #   RUN_TIMEOUT [480]               seconds one run.sh may take before it is killed
 #   POP3LOAD                        a prebuilt pop3load binary (skips the build)
@@ -151,6 +153,9 @@ if [ -z "${TRIO_ARGS+set}" ]; then
   TRIO_ARGS=""
   if PYTHONPATH="$repo" "$PYTHON" -m trio_pop3 serve --help 2>/dev/null | grep -q -- --max-connections-per-address; then
     TRIO_ARGS="--max-connections 20000 --max-connections-per-address 20000"
+  fi
+  if PYTHONPATH="$repo" "$PYTHON" -m trio_pop3 serve --help 2>/dev/null | grep -q -- --no-mark-seen; then
+    TRIO_ARGS="$TRIO_ARGS --no-mark-seen"
   fi
 fi
 

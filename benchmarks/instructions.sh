@@ -14,8 +14,8 @@
 #
 # Environment: POP3LOAD (a pop3load binary; see compare.sh for building it),
 # DATA [/tmp/pop3bench/data] (mkmail.py's data set), PYTHON [python3],
-# PORT [22601], TRIO_ARGS [--no-maildrop-lock and the connection limits raised,
-# as in compare.sh].  Needs valgrind (Debian: apt-get install valgrind).
+# PORT [22601], TRIO_ARGS [--no-maildrop-lock, --no-mark-seen and the connection
+# limits raised, as in compare.sh].  Needs valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 conc=${1:-16}
@@ -24,7 +24,7 @@ port=${PORT:-22601}
 data=${DATA:-/tmp/pop3bench/data}
 python=${PYTHON:-python3}
 pop3load=${POP3LOAD:?set POP3LOAD to a pop3load binary (see compare.sh)}
-read -r -a trio_args <<< "${TRIO_ARGS:---no-maildrop-lock --max-connections 20000 --max-connections-per-address 20000}"
+read -r -a trio_args <<< "${TRIO_ARGS:---no-maildrop-lock --no-mark-seen --max-connections 20000 --max-connections-per-address 20000}"
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is missing" >&2; exit 2; }
 
 out=$(mktemp -d)

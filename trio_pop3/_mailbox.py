@@ -129,6 +129,24 @@ class Mailbox(abc.ABC):
             connection closes; the client may retry in a new session.
         """
 
+    async def mark_seen(self, messages: Sequence[MessageInfo]) -> None:  # noqa: B027
+        """Record that ``messages`` were retrieved (optional; the default does nothing).
+
+        Called in UPDATE, after QUIT and after :meth:`remove`, with the messages the
+        client fetched in full with RETR and did not delete, so that mail clients
+        sharing the store (an IMAP server, say) show them as read, as Dovecot does.
+        A session that ends without QUIT changes nothing.  Override it to set your
+        store's "seen" flag; :class:`~trio_pop3.mailbox.MaildirMailbox` adds the
+        ``S`` flag (``cur/<base>:2,S``).
+
+        Cancellation:
+            As for :meth:`remove`: shielded under the server's ``cleanup_timeout``.
+
+        Error handling:
+            The flag is a courtesy, not part of POP3: an exception is logged and
+            QUIT still answers ``+OK``.
+        """
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the maildrop lock; called exactly once when the session ends.
 

@@ -174,6 +174,14 @@ class Account:
     def files(self) -> set[str]:
         return maildir_files(self.maildir)
 
+    def uids(self) -> set[str]:
+        """The base names (UIDLs) of the messages in the Maildir, wherever they are.
+
+        A RETR'd message kept at QUIT moves from ``new/X`` to ``cur/X:2,S``; its
+        base name stays the same.
+        """
+        return {name.split("/", 1)[1].partition(":")[0] for name in self.files()}
+
 
 @dataclass
 class MailSetup:

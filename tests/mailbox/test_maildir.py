@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -19,10 +20,11 @@ from typing import Any
 import pytest
 import trio
 from hypothesis import given, settings, strategies as st
+from pop3_support import memory_session
 
 from trio_pop3._errors import MailboxError, MailboxInUse, ResponseCode
 from trio_pop3._proto._wire import wire_size
-from trio_pop3.mailbox import _maildir
+from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, _maildir
 from trio_pop3.mailbox._base import MessageInfo
 from trio_pop3.mailbox._maildir import (
     INLINE_READ_LIMIT,
@@ -1035,3 +1037,150 @@ async def test_fsync_failure_after_every_unlink_says_so(
     assert "were removed" in info.value.text
     assert "not removed" not in info.value.text
     assert os.listdir(maildir / "new") == ["2.b.h"]
+
+
+# -- the seen flag ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("1.a.h", "1.a.h:2,S"),
+        ("1.a.h:2,", "1.a.h:2,S"),
+        ("1.a.h:2,F", "1.a.h:2,FS"),
+        ("1.a.h:2,RT", "1.a.h:2,RST"),
+        ("1.a.h:2,S", None),
+        ("1.a.h:2,FRS", None),
+        ("1.a.h:1,S", None),  # the experimental info semantics: not ours to change
+        (":2,", None),
+    ],
+)
+def test_seen_name(name: str, expected: str | None) -> None:
+    assert _maildir._seen_name(name) == expected
+
+
+async def test_mark_seen_flags_and_keeps_unique_ids(root: Path, store: MaildirStore) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.fresh.h")
+    put(maildir, "cur", "2.flagged.h:2,F")
+    put(maildir, "cur", "3.seen.h:2,S")
+    put(maildir, "new", "4.moved.h")
+    put(maildir, "new", "5.untouched.h")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        # Another program moves message 4 after the listing: found by its base name.
+        os.rename(maildir / "new" / "4.moved.h", maildir / "cur" / "4.moved.h:2,R")
+        await mailbox.mark_seen(messages[:4])
+    finally:
+        await mailbox.close()
+    assert sorted(os.listdir(maildir / "cur")) == [
+        "1.fresh.h:2,S",
+        "2.flagged.h:2,FS",
+        "3.seen.h:2,S",
+        "4.moved.h:2,RS",
+    ]
+    assert os.listdir(maildir / "new") == ["5.untouched.h"]
+    assert [m.uid for m in await snapshot(store)] == [m.uid for m in messages]
+
+
+async def test_mark_seen_never_replaces_a_file(root: Path, store: MaildirStore) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h", b"Subject: one\n\n1\n")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        put(maildir, "cur", "1.a.h:2,S", b"Subject: other\n\n2\n")  # taken meanwhile
+        await mailbox.mark_seen(messages)
+    finally:
+        await mailbox.close()
+    assert (maildir / "new" / "1.a.h").read_bytes() == b"Subject: one\n\n1\n"
+    assert (maildir / "cur" / "1.a.h:2,S").read_bytes() == b"Subject: other\n\n2\n"
+
+
+async def test_mark_seen_off_changes_nothing(root: Path) -> None:
+    store = MaildirStore(root, mark_seen=False)
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h")
+    mailbox = await store.open("alice")
+    try:
+        await mailbox.mark_seen(list(await mailbox.list_messages()))
+    finally:
+        await mailbox.close()
+    assert os.listdir(maildir / "new") == ["1.a.h"]
+    assert os.listdir(maildir / "cur") == []
+
+
+async def maildir_session(
+    store: MaildirStore, *commands: str, send_quit: bool = True
+) -> list[str]:
+    """Log alice in over a memory stream, send ``commands``; return the replies."""
+    factory = functools.partial(MailboxHandler, store, MemoryAuthenticator({"alice": "pw"}))
+    replies = []
+    async with memory_session(factory) as s:
+        await s.client.login("alice", "pw")
+        for command in commands:
+            if command.startswith(("RETR", "TOP")):
+                reply, _ = await s.client.multi(command)
+            else:
+                reply = await s.client.command(command)
+            replies.append(reply)
+        if send_quit:
+            replies.append(await s.client.command("QUIT"))
+    return replies
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_quit_flags_retrieved_messages_seen(root: Path, store: MaildirStore) -> None:
+    # As Dovecot does (RFC-CHECKLIST appendix A): RETR'd messages kept at QUIT get
+    # the S flag.  TOP does not count, and a deleted message is removed, not flagged.
+    maildir = make_maildir(root)
+    for name in ("1.a.h", "2.b.h", "3.c.h", "4.d.h", "5.e.h"):
+        put(maildir, "new", name)
+    replies = await maildir_session(
+        store, "RETR 1", "TOP 2 0", "RETR 3", "DELE 3", "RETR 4", "DELE 4", "RSET", "STAT"
+    )
+    assert all(reply.startswith("+OK") for reply in replies), replies
+    assert sorted(os.listdir(maildir / "cur")) == ["1.a.h:2,S", "3.c.h:2,S", "4.d.h:2,S"]
+    assert sorted(os.listdir(maildir / "new")) == ["2.b.h", "5.e.h"]
+    replies = await maildir_session(store, "RETR 5", "DELE 5", "RETR 2")
+    assert all(reply.startswith("+OK") for reply in replies), replies
+    assert sorted(os.listdir(maildir / "cur")) == [
+        "1.a.h:2,S",
+        "2.b.h:2,S",
+        "3.c.h:2,S",
+        "4.d.h:2,S",
+    ]
+    assert os.listdir(maildir / "new") == []
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_no_quit_no_seen_flag(root: Path, store: MaildirStore) -> None:
+    # Without QUIT there is no UPDATE state: the maildrop stays exactly as it was.
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h")
+    put(maildir, "cur", "2.b.h:2,F")
+    replies = await maildir_session(store, "RETR 1", "RETR 2", send_quit=False)
+    assert all(reply.startswith("+OK") for reply in replies), replies
+    assert os.listdir(maildir / "new") == ["1.a.h"]
+    assert os.listdir(maildir / "cur") == ["2.b.h:2,F"]
+
+
+async def test_seen_flag_failure_does_not_fail_quit(
+    root: Path,
+    store: MaildirStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h")
+    put(maildir, "new", "2.b.h")
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied", src)
+
+    monkeypatch.setattr(os, "rename", refuse)
+    replies = await maildir_session(store, "RETR 1", "DELE 2")
+    assert replies[-1].startswith("+OK"), replies
+    assert os.listdir(maildir / "new") == ["1.a.h"]  # removed 2, could not flag 1
+    assert "cannot flag" in caplog.text

@@ -674,6 +674,39 @@ def test_maildrop_reset() -> None:
     assert [n for n, _ in drop.visible()] == [1, 2, 3]
 
 
+def test_maildrop_retrieved_marks() -> None:
+    drop = make_drop(10, 20, 30, 40)
+    assert drop.retrieved() == []
+    for number in (3, 1, 4, 3):
+        drop.mark_retrieved(number)
+    drop.delete(4)
+    # Kept messages only, in number order; RSET unmarks deletions, not retrievals.
+    assert [m.uid for m in drop.retrieved()] == ["u1", "u3"]
+    drop.reset()
+    assert [m.uid for m in drop.retrieved()] == ["u1", "u3", "u4"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["RETR", "DELE", "RSET"]), st.integers(1, 6))))
+def test_maildrop_retrieved_property(actions: list[tuple[str, int]]) -> None:
+    drop = make_drop(*range(1, 7))
+    retrieved: set[int] = set()
+    deleted: set[int] = set()
+    for action, number in actions:
+        if action == "RSET":
+            drop.reset()
+            deleted.clear()
+        elif number in deleted:
+            continue
+        elif action == "RETR":
+            drop.mark_retrieved(number)
+            retrieved.add(number)
+        else:
+            drop.delete(number)
+            deleted.add(number)
+    assert [m.uid for m in drop.retrieved()] == [f"u{n}" for n in sorted(retrieved - deleted)]
+    assert not {m.uid for m in drop.retrieved()} & {m.uid for m in drop.deleted()}
+
+
 @pytest.mark.rfc("1939", "5")
 @pytest.mark.parametrize("number", [0, 4, -1, 10**18])
 def test_maildrop_no_such_message(number: int) -> None:

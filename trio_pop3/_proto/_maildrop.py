@@ -6,7 +6,8 @@ Invariants (RFC 1939 sections 4-5):
   renumbers and numbers are never reused within a session (TRANS-01).
 * A message marked deleted is invisible: STAT and LIST skip it and every reference
   to its number is an error (TRANS-02).
-* Nothing is removed here; :meth:`Maildrop.deleted` is what UPDATE removes.
+* Nothing is removed here; :meth:`Maildrop.deleted` is what UPDATE removes, and
+  :meth:`Maildrop.retrieved` what it may flag as seen.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ _NOTHING_DELETED: frozenset[int] = frozenset()
 
 
 class Maildrop(Generic[M]):
-    """Numbering and deletion marks over a snapshot of messages."""
+    """Numbering, deletion and retrieval marks over a snapshot of messages."""
 
-    __slots__ = ("_deleted", "_messages", "_total")
+    __slots__ = ("_deleted", "_messages", "_retrieved", "_total")
 
     def __init__(self, messages: Sequence[M]) -> None:
         # A backend's cached tuple is shared, not copied: an idle session is cheap.
@@ -64,6 +65,7 @@ class Maildrop(Generic[M]):
         # No set until the first DELE: most sessions delete nothing, and an empty set
         # is 216 bytes of every idle session.
         self._deleted: AbstractSet[int] = _NOTHING_DELETED
+        self._retrieved: AbstractSet[int] = _NOTHING_DELETED  # likewise, until a RETR
         self._total = sum(m.size for m in self._messages)
 
     def __len__(self) -> int:
@@ -127,3 +129,15 @@ class Maildrop(Generic[M]):
     def deleted(self) -> list[M]:
         """Return the messages marked deleted, in message-number order."""
         return [self._messages[n - 1] for n in sorted(self._deleted)]
+
+    def mark_retrieved(self, number: int) -> None:
+        """Note that message ``number`` was sent in full (RETR); RSET keeps the mark."""
+        retrieved = self._retrieved
+        if not isinstance(retrieved, set):
+            retrieved = self._retrieved = set()
+        retrieved.add(number)
+
+    def retrieved(self) -> list[M]:
+        """Return the messages retrieved and not marked deleted, in number order."""
+        deleted = self._deleted
+        return [self._messages[n - 1] for n in sorted(self._retrieved) if n not in deleted]

@@ -401,8 +401,9 @@ class MailboxHandler(POP3Handler):
 
     async def pop3_RETR(self, arg: str | None) -> None:
         """RETR msg (RFC 1939 §5): the whole message, byte-stuffed."""
-        _, message = self._message(arg)
+        number, message = self._message(arg)
         await self._send_message(message, f"{message.size} octets", None)
+        self._drop.mark_retrieved(number)  # for Mailbox.mark_seen at QUIT
 
     async def pop3_TOP(self, arg: str | None) -> None:
         """TOP msg n (RFC 1939 §7): the header, the blank line and n body lines."""
@@ -456,9 +457,10 @@ class MailboxHandler(POP3Handler):
     async def commit(self) -> None:
         """Remove the messages marked deleted (RFC 1939 §6, UPDATE state).
 
-        :meth:`Mailbox.remove` is called only if messages were deleted;
-        :meth:`Mailbox.close` follows in any case, so the lock is free before the
-        reply to QUIT.
+        :meth:`Mailbox.remove` is called only if messages were deleted, then
+        :meth:`Mailbox.mark_seen` with the messages retrieved with RETR and kept, if
+        any; :meth:`Mailbox.close` follows in any case, so the lock is free before
+        the reply to QUIT.
 
         Raises:
             MailboxError: from :meth:`Mailbox.remove` (answered to QUIT as ``-ERR``
@@ -474,6 +476,7 @@ class MailboxHandler(POP3Handler):
         if self.mailbox is None or self.maildrop is None:
             return
         doomed = self.maildrop.deleted()
+        seen = self.maildrop.retrieved()
         mailbox, self.mailbox = self.mailbox, None
         try:
             if doomed:
@@ -484,6 +487,11 @@ class MailboxHandler(POP3Handler):
                     log_name(self.user or ""),
                     len(doomed),
                 )
+            if seen:
+                try:
+                    await mailbox.mark_seen(seen)
+                except Exception:  # a courtesy to other mail clients, not POP3's
+                    logger.exception("%s cannot flag retrieved messages seen", self._s.label)
         finally:
             # Release the lock before the reply, so a client that reconnects as soon
             # as it reads +OK is not refused with [IN-USE].

@@ -43,8 +43,13 @@ Guarantees
   Maildir can neither leak other files nor hang the server.
 * **Safe removal.**  :meth:`MaildirMailbox.remove` unlinks exactly the given files
   (each unlink is atomic), then fsyncs the directories.  Apart from renaming a
-  duplicate (above, one atomic ``rename``), nothing else is ever written,
-  so a crash at any point cannot lose a message that was not deleted.
+  duplicate (above) and flagging retrieved messages seen at QUIT (below), each one
+  atomic ``rename`` that keeps the base name, nothing else is ever written, so a
+  crash at any point cannot lose a message that was not deleted.
+* **Seen flag.**  At QUIT, messages the client retrieved with RETR and kept get the
+  ``S`` flag (``new/X`` becomes ``cur/X:2,S``), as Dovecot does, so an IMAP client
+  of the same Maildir shows them as read.  A session that ends without QUIT changes
+  nothing; ``MaildirStore(mark_seen=False)`` turns it off.
 
 Blocking file-system calls run in :func:`trio.to_thread.run_sync`, except the few that
 are cheaper than a thread round trip: taking the lock (a non-blocking ``flock``),
@@ -528,6 +533,25 @@ def _index_by_base(maildir: str) -> dict[str, _Location]:
     return index
 
 
+def _seen_name(name: str) -> str | None:
+    """Return the file name in ``cur/`` with the ``S`` flag, or None if there is none.
+
+    None when the name has the flag already, or an info part other than ``2,``
+    (the experimental ``1,`` semantics, say), which is left as it is.
+    """
+    base, colon, info = name.partition(":")
+    if not base:  # a name starting with ":" has no base (see _base_name)
+        return None
+    if not colon:
+        return f"{base}:2,S"
+    if not info.startswith("2,"):
+        return None
+    flags = info[2:]
+    if "S" in flags:
+        return None
+    return f"{base}:2,{''.join(sorted(flags + 'S'))}"
+
+
 def _fsync_dir(path: str) -> None:
     """Make the directory's entries (renames, unlinks) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -584,6 +608,10 @@ class MaildirStore(MailStore):
             QUIT finds it already removed, which counts as removed, so no message
             is lost or duplicated, but both clients may download it.  Use it only
             when clients really log in concurrently (several devices, load tests).
+        mark_seen: At QUIT, give the messages the client retrieved with RETR and
+            kept the ``S`` (seen) flag (:meth:`MaildirMailbox.mark_seen`), as
+            Dovecot does, so IMAP clients of the same Maildir show them as read.
+            Off leaves every file as it is, in ``new/`` if it was delivered there.
 
     Example::
 
@@ -606,6 +634,7 @@ class MaildirStore(MailStore):
         size_cache_limit: int = SIZE_CACHE_LIMIT,
         lock_wait: float = 0.0,
         lock: bool = True,
+        mark_seen: bool = True,
     ) -> None:
         self._root = os.path.abspath(os.fspath(root))
         self._create = create
@@ -614,6 +643,7 @@ class MaildirStore(MailStore):
         self._size_cache_limit = size_cache_limit
         self._lock_wait = lock_wait
         self._locking = lock
+        self._mark_seen = mark_seen
         # Maildir path -> what the last listing learnt; least recently used first.
         self._known: collections.OrderedDict[str, _Known] = collections.OrderedDict()
         self._known_sizes = 0
@@ -625,6 +655,11 @@ class MaildirStore(MailStore):
     def root(self) -> str:
         """The absolute path of the directory holding the users' Maildirs."""
         return self._root
+
+    @property
+    def mark_seen(self) -> bool:
+        """Whether messages retrieved with RETR get the ``S`` flag at QUIT."""
+        return self._mark_seen
 
     @property
     def fsync(self) -> bool:
@@ -1103,6 +1138,56 @@ class MaildirMailbox(Mailbox):
                     unsynced += 1
                     logger.error("Maildir %s: cannot fsync %s/: %s", self._path, subdir, exc)
         return failures, unsynced
+
+    async def mark_seen(self, messages: Sequence[MessageInfo]) -> None:
+        """Give ``messages`` the Maildir ``S`` (seen) flag, as Dovecot does after RETR.
+
+        ``new/<base>`` becomes ``cur/<base>:2,S``; ``cur/<base>:2,<flags>`` gains
+        ``S`` among its flags, which stay in ASCII order.  The base name, and so the
+        unique-id, does not change.  A message that already has the flag costs
+        nothing; one another program moved is found by its base name; one that is
+        gone, or whose new name is taken already, is left alone.  A name with any
+        other info part than ``2,`` is not touched.  Nothing happens when the store
+        was made with ``mark_seen=False``.
+
+        Error handling:
+            Failures are logged, never raised: the flag is a courtesy to other mail
+            clients.  ValueError: a message is not from this mailbox's listing.
+
+        Cancellation:
+            The renames run in one call of :func:`trio.to_thread.run_sync`, which
+            is not interrupted; each rename is atomic.
+        """
+        self._check_open()
+        if not self._store.mark_seen:
+            return
+        locations = [self._location(message) for message in messages]
+        unseen = [location for location in locations if _seen_name(location.name)]
+        if unseen:
+            await trio.to_thread.run_sync(self._mark_seen_sync, unseen)
+
+    def _mark_seen_sync(self, locations: Sequence[_Location]) -> None:
+        for location in locations:
+            current: _Location | None = location
+            for _ in range(2):  # the listed name, then where it was moved to
+                assert current is not None
+                seen_name = _seen_name(current.name)
+                if seen_name is None:  # flagged already, or not ours to change
+                    break
+                source = os.path.join(self._path, current.subdir, current.name)
+                target = os.path.join(self._path, "cur", seen_name)
+                try:
+                    # rename() would replace a file already under that name.
+                    if not os.path.lexists(target):
+                        os.rename(source, target)
+                    break
+                except FileNotFoundError:
+                    current = _locate(self._path, location.base)
+                    if current is None:  # removed by another program
+                        break
+                except OSError as exc:
+                    logger.error("Maildir %s: cannot flag %s seen: %s", self._path, source, exc)
+                    break
 
     async def close(self) -> None:
         """Release the maildrop lock.  Calling it again does nothing.
