@@ -589,6 +589,30 @@ def test_expire_is_announced(
         client.quit()
 
 
+@pytest.mark.parametrize("mark_seen", [True, False])
+def test_retrieved_mail_is_flagged_seen_at_quit(
+    config: MailSetup, server_factory: ServerFactory, mark_seen: bool
+) -> None:
+    # As Dovecot does: an IMAP client of the same Maildir then shows it as read.
+    account = config.account("alice", [b"Subject: one\n\n1\n", b"Subject: two\n\n2\n"])
+    first, second = account.messages
+    proc = server_factory(config, *([] if mark_seen else ["--no-mark-seen"]))
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    client.retr(1)
+    client.top(2, 0)
+    assert account.files() == {f"new/{first}", f"new/{second}"}  # nothing before QUIT
+    client.quit()
+    flagged = f"cur/{first}:2,S" if mark_seen else f"new/{first}"
+    assert account.files() == {flagged, f"new/{second}"}
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    assert [line.split()[1] for line in client.uidl()[1]] == [first.encode(), second.encode()]
+    client.quit()
+
+
 def test_expire_option(tmp_path: Path) -> None:
     from trio_pop3._cli import UsageError, build_parser
 
@@ -679,6 +703,46 @@ def test_short_timeout_is_warned_about(config: MailSetup) -> None:
     assert result.stderr.rstrip().endswith(
         b"trio-pop3: error: cannot listen: Address already in use"
     )
+
+
+@pytest.mark.rfc("8314", "2")
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_cleartext_on_a_network_is_warned_about(
+    config: MailSetup, host: str, warned: bool
+) -> None:
+    # SEC-01: without TLS, passwords cross the network in the clear.  Allowed (a
+    # trusted network, a TLS proxy in front), but said at start-up.
+    with socket.socket() as holder:  # stop right after the configuration is read
+        holder.bind((host, 0))
+        holder.listen()
+        args = serve_args(config)
+        args[args.index("--host") + 1] = host
+        args[args.index("--port") + 1] = str(holder.getsockname()[1])
+        result = run_cli(*args)
+    assert (b"no TLS configured: USER/PASS, PLAIN and LOGIN send passwords" in result.stderr) is (
+        warned
+    )
+    assert b"cannot listen" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        (None, False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.1", False),
+        ("mail.example", False),
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("localhost", True),
+    ],
+)
+def test_is_loopback(host: str | None, loopback: bool) -> None:
+    from trio_pop3._cli import _is_loopback
+
+    assert _is_loopback(host) is loopback
 
 
 def test_log_formatter_writes_what_the_default_formatter_writes() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import getpass
+import ipaddress
 import logging
 import os
 import shutil
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "RFC 1939 asks for the lock, which stays on by default)",
     )
     serve.add_argument(
+        "--no-mark-seen",
+        dest="mark_seen",
+        action="store_false",
+        help="leave retrieved messages as they are; by default QUIT gives the messages "
+        "retrieved with RETR the Maildir S (seen) flag, as Dovecot does",
+    )
+    serve.add_argument(
         "--workers",
         type=_workers,
         default=1,
@@ -312,6 +320,18 @@ async def _serve_until_signal(
                     nursery.cancel_scope.cancel()
 
 
+def _is_loopback(host: str | None) -> bool:
+    """Whether ``--host`` names only this machine (None: all interfaces, so no)."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: the address it resolves to may be anything
+        return False
+
+
 def _address(listener: trio.SocketListener) -> str:
     host, port = listener.socket.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -336,9 +356,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except PasswdFileError as exc:
         raise UsageError(str(exc)) from None
     context = _ssl_context(args.tls_cert, args.tls_key)
+    if context is None and args.worker_fds is None and not _is_loopback(args.host):
+        # RFC 8314 section 2 / RFC 2595 section 2.3: passwords should not cross a
+        # network in the clear.  A warning, not an error: a trusted network, or a
+        # TLS proxy in front, are legitimate.
+        logger.warning(
+            "no TLS configured: USER/PASS, PLAIN and LOGIN send passwords in the clear "
+            "to %s; give --tls-cert and --tls-key, or listen on 127.0.0.1",
+            args.host or "all interfaces",
+        )
     if args.pop3s_port is not None and context is None:
         raise UsageError("--pop3s-port needs --tls-cert and --tls-key")
-    store = MaildirStore(args.maildir_root, lock=args.maildrop_lock)
+    store = MaildirStore(args.maildir_root, lock=args.maildrop_lock, mark_seen=args.mark_seen)
     server = _make_server(
         store,
         authenticator,
