@@ -613,6 +613,37 @@ def test_retrieved_mail_is_flagged_seen_at_quit(
     client.quit()
 
 
+@pytest.mark.parametrize("keep_case", [False, True])
+def test_user_names_are_lowercased_as_in_dovecot(
+    config: MailSetup, server_factory: ServerFactory, keep_case: bool
+) -> None:
+    # Dovecot's auth_username_format = %Lu (transcript D2): USER ALICE is alice.
+    account = config.account("alice", [b"Subject: one\n\n1\n"])
+    proc = server_factory(config, *(["--keep-username-case"] if keep_case else []))
+    client = proc.connect()
+    client.user("ALICE")
+    if keep_case:
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+            client.pass_(account.password)
+    else:
+        client.pass_(account.password)
+        assert client.stat()[0] == 1
+    client.quit()
+
+
+def test_capitalised_passwd_entries_are_warned_about(config: MailSetup) -> None:
+    users = passwd_file(config, GOOD_LINE + b"Bob:{PLAIN}x\nCAROL:{PLAIN}y\n")
+    with socket.socket() as holder:  # stop right after the configuration is read
+        holder.bind((HOST, 0))
+        holder.listen()
+        args = serve_args(config, users=users)
+        args[args.index("--port") + 1] = str(holder.getsockname()[1])
+        result = run_cli(*args)
+        kept = run_cli(*args, "--keep-username-case")
+    assert b"2 user names have capital letters (Bob, CAROL) and cannot log in" in result.stderr
+    assert b"capital letters" not in kept.stderr
+
+
 def test_expire_option(tmp_path: Path) -> None:
     from trio_pop3._cli import UsageError, build_parser
 

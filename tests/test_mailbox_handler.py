@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import hmac
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -16,8 +18,9 @@ from pop3_support import (
     memory_session,
     unstuff,
 )
+from test_sasl import ScramClient
 
-from trio_pop3 import MailboxError, wire_size
+from trio_pop3 import DEFAULT_MECHANISMS, CramMD5Mechanism, MailboxError, wire_size
 from trio_pop3.mailbox import (
     Mailbox,
     MailboxHandler,
@@ -25,6 +28,7 @@ from trio_pop3.mailbox import (
     MemoryAuthenticator,
     MemoryStore,
     MessageInfo,
+    ascii_lowercase,
 )
 from trio_pop3.mailbox._listings import format_listing
 
@@ -771,3 +775,83 @@ async def test_quit_in_authorization_touches_nothing(
         assert await s.client.command("QUIT") == "+OK goodbye"
         assert await s.client.read_to_eof() == b""
     assert store.messages("alice") == list(ALICE_MESSAGES)
+
+
+# -- user name format (Dovecot's auth_username_format = %Lu) ----------------------------
+
+
+def folding_factory(store: MemoryStore, *, apop: bool = False) -> Callable[[], MailboxHandler]:
+    users = MemoryAuthenticator({"alice": "secret", "åsa": "pw"})
+    return functools.partial(
+        MailboxHandler,
+        store,
+        users,
+        username_format=ascii_lowercase,
+        apop=apop,
+        mechanisms=[*DEFAULT_MECHANISMS, CramMD5Mechanism()],
+    )
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "method", ["USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH CRAM-MD5", "SCRAM"]
+)
+async def test_username_format_applies_to_every_login(method: str) -> None:
+    # Dovecot (transcript D2): USER ALICE logs in as alice.  Every way of logging in
+    # looks the user up, and opens the maildrop, under the formatted name.
+    store = MemoryStore({"alice": [b"Subject: x\r\n\r\nhi\r\n"], "åsa": []})
+    factory = folding_factory(store, apop=True)
+    async with memory_session(factory, read_greeting=False) as s:
+        greeting = await s.client.reply()
+        if method == "USER/PASS":
+            assert (await s.client.command("USER ALICE")).startswith("+OK")
+            reply = await s.client.command("PASS secret")
+        elif method == "APOP":
+            timestamp = greeting[greeting.index("<") :]
+            digest = hashlib.md5((timestamp + "secret").encode()).hexdigest()
+            reply = await s.client.command(f"APOP AlIcE {digest}")
+        elif method == "AUTH PLAIN":
+            reply = await s.client.command("AUTH PLAIN " + b64("\0ALICE\0secret"))
+        elif method == "AUTH LOGIN":
+            assert (await s.client.command("AUTH LOGIN " + b64("ALICE"))).startswith("+ ")
+            reply = await s.client.command(b64("secret"))
+        elif method == "AUTH CRAM-MD5":
+            nonce = base64.b64decode((await s.client.command("AUTH CRAM-MD5"))[2:])
+            digest = hmac.new(b"secret", nonce, "md5").hexdigest()
+            reply = await s.client.command(b64(f"ALICE {digest}"))
+        else:
+            scram = ScramClient("ALICE", "secret")
+            first = base64.b64encode(scram.first()).decode()
+            server_first = await s.client.command(f"AUTH SCRAM-SHA-256 {first}")
+            final = scram.final(base64.b64decode(server_first[2:]))
+            server_final = await s.client.command(base64.b64encode(final).decode())
+            scram.check_final(base64.b64decode(server_final[2:]))
+            reply = await s.client.command("")
+        assert reply.startswith("+OK"), reply
+        assert await s.client.command("STAT") == "+OK 1 18"
+
+
+async def test_username_format_lowercases_ascii_only() -> None:
+    store = MemoryStore({"alice": [], "åsa": []})
+    async with memory_session(folding_factory(store)) as s:
+        assert (await s.client.command("USER ÅSA")).startswith("+OK")
+        assert (await s.client.command("PASS pw")).startswith("-ERR [AUTH]")  # as Dovecot
+    async with memory_session(folding_factory(store)) as s:
+        assert (await s.client.command("USER åSA")).startswith("+OK")
+        assert (await s.client.command("PASS pw")).startswith("+OK")
+
+
+async def test_failed_login_logs_the_formatted_name(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore({"alice": []})
+    async with memory_session(folding_factory(store)) as s:
+        assert (await s.client.command("AUTH PLAIN " + b64("\0ALICE\0wrong"))).startswith("-ERR")
+    assert "authentication failure: user=alice " in caplog.text
+
+
+async def test_names_kept_as_sent_by_default(mailbox_factory: Factory) -> None:
+    async with memory_session(mailbox_factory) as s:
+        assert (await s.client.command("USER ALICE")).startswith("+OK")
+        assert (await s.client.command("PASS secret")).startswith("-ERR [AUTH]")

@@ -25,7 +25,7 @@ from ._config import DEFAULT_IDLE_TIMEOUT, Limits
 from ._server import POP3Server
 from ._version import __version__
 from ._workers import parse_worker_fds, supervise, watch_supervisor, worker_listeners
-from .mailbox import Authenticator, MailboxHandler, MailStore
+from .mailbox import Authenticator, MailboxHandler, MailStore, ascii_lowercase
 
 __all__ = ["main"]
 
@@ -39,6 +39,10 @@ DEMO_PORT = 1110
 #: Login timeout of the CLI server: Dovecot's 3 minutes before login; after login
 #: the RFC 1939 minimum of 10 minutes applies.
 CLI_LOGIN_TIMEOUT = 180.0
+
+#: How many user names a start-up warning lists before it stops: enough to find them,
+#: short enough for one log line.
+_NAMES_SHOWN = 5
 
 
 class UsageError(Exception):
@@ -170,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="let sessions of the same user run concurrently (Dovecot's default; "
         "RFC 1939 asks for the lock, which stays on by default)",
+    )
+    serve.add_argument(
+        "--keep-username-case",
+        dest="fold_username",
+        action="store_false",
+        help="log users in under the name exactly as sent; by default A-Z in it are "
+        "lowercased first (USER ALICE is alice), as Dovecot's %%Lu does",
     )
     serve.add_argument(
         "--no-mark-seen",
@@ -355,6 +366,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         authenticator = PasswdFileAuthenticator(args.users)
     except PasswdFileError as exc:
         raise UsageError(str(exc)) from None
+    if args.fold_username and args.worker_fds is None:
+        passwd = authenticator.passwd
+        unreachable = sorted(user for user in passwd if ascii_lowercase(user) != user)
+        if unreachable:
+            logger.warning(
+                "passwd-file %s: %d user names have capital letters (%s) and cannot log "
+                "in, since names are lowercased at login as in Dovecot; lowercase them "
+                "(and their Maildirs), or pass --keep-username-case",
+                args.users,
+                len(unreachable),
+                ", ".join(unreachable[:_NAMES_SHOWN]),
+            )
     context = _ssl_context(args.tls_cert, args.tls_key)
     if context is None and args.worker_fds is None and not _is_loopback(args.host):
         # RFC 8314 section 2 / RFC 2595 section 2.3: passwords should not cross a
@@ -386,6 +409,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         apop=args.apop,
         utf8_legacy=args.utf8_legacy,
         expire=args.expire,
+        username_format=ascii_lowercase if args.fold_username else None,
         debug=args.debug,
     )
 
@@ -423,6 +447,7 @@ def _make_server(
     apop: bool = False,
     utf8_legacy: Literal["refuse", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
+    username_format: Callable[[str], str] | None = ascii_lowercase,
     **options: object,
 ) -> POP3Server:
     factory = functools.partial(
@@ -433,6 +458,7 @@ def _make_server(
         allow_insecure_auth=allow_insecure_auth,
         utf8_legacy=utf8_legacy,
         expire=expire,
+        username_format=username_format,
     )
     return POP3Server(factory, **options)  # type: ignore[arg-type]
 

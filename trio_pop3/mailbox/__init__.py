@@ -21,7 +21,11 @@ from ._base import (
     MessageInfo as MessageInfo,
     ScramCredentials as ScramCredentials,
 )
-from ._handler import LoginDelay as LoginDelay, MailboxHandler as MailboxHandler
+from ._handler import (
+    LoginDelay as LoginDelay,
+    MailboxHandler as MailboxHandler,
+    ascii_lowercase as ascii_lowercase,
+)
 from ._maildir import (
     MaildirMailbox as MaildirMailbox,
     MaildirStore as MaildirStore,
@@ -51,6 +55,7 @@ __all__ = [
     "PasswdFileError",
     "ScramCredentials",
     "UnsupportedScheme",
+    "ascii_lowercase",
     "deliver",
     "hash_password",
     "verify_password",

@@ -7,6 +7,7 @@ import hmac
 import logging
 import math
 import os
+import string
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ class MailboxHandler(POP3Handler):
             logins that come too soon (RFC 2449 section 6.5).
         expire: Announce EXPIRE (RFC 2449 section 6.7): days mail may be left on the
             server, or ``"NEVER"``.  Only announced; deleting old mail is the site's job.
+        username_format: Maps the user name a client sends (after SASLprep) to the
+            one used to check its password, open its maildrop and log it, for USER,
+            APOP and every SASL mechanism.  Dovecot lowercases it by default
+            (``auth_username_format = %Lu``): pass ``ascii_lowercase`` for that, so
+            ``USER ALICE`` logs in as ``alice``.  None (default) keeps it as sent.
         utf8_legacy: What RETR and TOP do with a message whose header holds raw UTF-8
             (RFC 6532) when the client has not sent UTF8.  ``"refuse"`` (default)
             answers ``-ERR [UTF8]`` as RFC 6856 section 2.1 requires; ``"send"`` sends
@@ -107,6 +113,7 @@ class MailboxHandler(POP3Handler):
         login_delay: LoginDelay | None = None,
         expire: int | Literal["NEVER"] | None = None,
         utf8_legacy: Literal["refuse", "send"] = "refuse",
+        username_format: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -125,6 +132,7 @@ class MailboxHandler(POP3Handler):
         if utf8_legacy not in ("refuse", "send"):
             raise ValueError("utf8_legacy must be 'refuse' or 'send'")
         self.utf8_legacy = utf8_legacy
+        self.username_format = username_format
         #: Whether the client sent UTF8 (RFC 6856 section 2).
         self.utf8 = False
         #: The authenticated user, once in TRANSACTION.
@@ -193,7 +201,7 @@ class MailboxHandler(POP3Handler):
         self._require_plaintext()
         if arg is None or not arg.strip():
             raise POP3Error("Missing user name.")
-        self._pending_user = _prepare(arg.strip())
+        self._pending_user = self._login_name(arg.strip())
         await self.send_ok("Send your password.")
 
     async def pop3_PASS(self, arg: str | None) -> None:
@@ -224,7 +232,7 @@ class MailboxHandler(POP3Handler):
         parts = (arg or "").split()
         if len(parts) != 2:
             raise POP3Error("Usage: APOP name digest")
-        user, digest = _prepare(parts[0]), parts[1]
+        user, digest = self._login_name(parts[0]), parts[1]
         secret = await self.authenticator.get_secret(user)
         given = digest.lower().encode("utf-8", "replace")
         # RFC 6856 section 2.2 (UTF8-06): the digest is of the SASLprep'd secret.  A
@@ -278,7 +286,12 @@ class MailboxHandler(POP3Handler):
             raise
         except AuthenticationFailed:
             await self.login_failed(exchange.recorder.user or "-")
-        await self.login(user)
+        await self.login(user if self.username_format is None else self.username_format(user))
+
+    def _login_name(self, sent: str) -> str:
+        """The user name to log in as, from the name the client sent (USER, APOP)."""
+        user = _prepare(sent)
+        return user if self.username_format is None else self.username_format(user)
 
     async def login_failed(self, user: str) -> NoReturn:
         """Log a failed login in a fail2ban-friendly form and answer ``-ERR [AUTH]``.
@@ -537,6 +550,24 @@ class MailboxHandler(POP3Handler):
             await mailbox.close()
 
 
+def ascii_lowercase(user: str) -> str:
+    """Lowercase the ASCII letters of a user name, as Dovecot's ``%Lu`` does.
+
+    For ``MailboxHandler(username_format=ascii_lowercase)``.  Other letters are
+    left as they are, as in Dovecot, so a passwd-file made for Dovecot works
+    unchanged.
+
+    >>> ascii_lowercase("Alice.SMITH")
+    'alice.smith'
+    >>> ascii_lowercase("ÅSA")
+    'Åsa'
+    """
+    return user.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _prepare(text: str) -> str:
     """SASLprep a non-ASCII user name (RFC 6856 section 2.2, UTF8-04/05)."""
     if text.isascii():
@@ -602,23 +633,31 @@ class LoginDelay:
 
 
 class _RecordingAuthenticator(Authenticator):
-    """Delegates to an authenticator and remembers the last user name asked about."""
+    """Delegates to an authenticator and remembers the last user name asked about.
 
-    def __init__(self, inner: Authenticator) -> None:
+    The name is passed through the handler's ``username_format`` first, so SASL
+    mechanisms look users up as USER and APOP do.
+    """
+
+    def __init__(self, inner: Authenticator, username_format: Callable[[str], str] | None) -> None:
         self.inner = inner
+        self.format = username_format
         self.user: str | None = None
 
-    async def check_password(self, user: str, password: str) -> bool:
+    def _record(self, user: str) -> str:
+        if self.format is not None:
+            user = self.format(user)
         self.user = user
-        return await self.inner.check_password(user, password)
+        return user
+
+    async def check_password(self, user: str, password: str) -> bool:
+        return await self.inner.check_password(self._record(user), password)
 
     async def get_secret(self, user: str) -> str | None:
-        self.user = user
-        return await self.inner.get_secret(user)
+        return await self.inner.get_secret(self._record(user))
 
     async def get_scram_credentials(self, user: str) -> ScramCredentials | None:
-        self.user = user
-        return await self.inner.get_scram_credentials(user)
+        return await self.inner.get_scram_credentials(self._record(user))
 
 
 @dataclass(slots=True)
@@ -630,7 +669,8 @@ class _Exchange:
     recorder: _RecordingAuthenticator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.recorder = _RecordingAuthenticator(self.handler.authenticator)
+        handler = self.handler
+        self.recorder = _RecordingAuthenticator(handler.authenticator, handler.username_format)
 
     @property
     def secure(self) -> bool:
