@@ -1,4 +1,4 @@
-"""RFC 2449 LOGIN-DELAY and EXPIRE, RFC 6856 UTF8, connection caps, the skeleton example."""
+"""RFC 2449 LOGIN-DELAY and EXPIRE, RFC 6856 UTF8 and LANG, connection caps, the skeleton."""
 
 from __future__ import annotations
 
@@ -152,6 +152,52 @@ async def test_utf8_user_names_are_saslprepped() -> None:
     async with memory_session(factory) as session:
         assert (await session.client.command("USER jörg")).startswith("+OK")
         assert (await session.client.command("PASS pass\u00a0word")).startswith("+OK")
+
+
+# -- LANG (RFC 6856 section 3) --------------------------------------------------------------
+
+
+@pytest.mark.rfc("6856", "3")
+async def test_lang_listing_and_choice_in_both_states() -> None:
+    """CAP-LANG, LANG-01, LANG-02: announced and usable in AUTHORIZATION and TRANSACTION."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    async with memory_session(handler_factory(store)) as s:
+        for state in ("AUTHORIZATION", "TRANSACTION"):
+            _, capa = await s.client.multi("CAPA")
+            assert b"LANG" in capa, state
+            listing = ("+OK Language listing follows:", [b"en English"])
+            assert await s.client.multi("LANG") == listing
+            assert await s.client.command("LANG en-US") == "+OK en Language changed."
+            assert await s.client.command("LANG *") == "+OK en Language changed."
+            # LANG-01: no match is -ERR, and the language stays as it was.
+            assert (await s.client.command("LANG fr")).startswith("-ERR")
+            assert (await s.client.command("LANG en_US")).startswith("-ERR")  # not a range
+            if state == "AUTHORIZATION":
+                await s.client.login()
+
+
+class GermanHandler(MailboxHandler):
+    """A handler that words one reply in the language LANG chose."""
+
+    languages = {"en": "English", "de": "Deutsch"}
+
+    async def pop3_NOOP(self, arg: str | None) -> None:
+        await self.send_ok("Nichts zu tun." if self.language == "de" else "Nothing to do.")
+
+
+async def test_lang_subclass_languages() -> None:
+    store = MemoryStore({"alice": []})
+    factory = functools.partial(GermanHandler, store, MemoryAuthenticator(MAILBOX_USERS))
+    async with memory_session(factory) as s:
+        _, listing = await s.client.multi("LANG")
+        assert listing == [b"en English", b"de Deutsch"]
+        await s.client.login()
+        assert await s.client.command("NOOP") == "+OK Nothing to do."
+        assert await s.client.command("LANG DE-at") == "+OK de Language changed."
+        assert await s.client.command("NOOP") == "+OK Nichts zu tun."
+        assert (await s.client.command("LANG it")).startswith("-ERR")
+        assert await s.client.command("NOOP") == "+OK Nichts zu tun."
+        assert await s.client.command("LANG *") == "+OK en Language changed."
 
 
 # -- connection caps (hardening) --------------------------------------------------------------

@@ -11,12 +11,14 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
 from ._errors import ClientDisconnected, POP3Error, ResponseCode
 from ._proto._commands import format_reply
+from ._proto._lang import choose_language
 from ._proto._receivebuffer import LineTooLong
 from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
 from ._proto._wire import MessageWriter
@@ -108,6 +110,14 @@ class POP3Handler:
 
     #: Non-standard commands of this class, name -> states, e.g. ``{"XHELLO": ["AUTH"]}``.
     extra_commands: ClassVar[Mapping[str, Iterable[State | str]]] = {}
+
+    #: The languages of the server's human-readable text, tag -> description, for
+    #: LANG (RFC 6856 section 3).  A subclass that translates its replies lists its
+    #: languages here and reads :attr:`language` when it words a reply.
+    languages: ClassVar[Mapping[str, str]] = MappingProxyType({"en": "English"})
+    #: The language of this connection's replies: the default (``LANG *``) as a class
+    #: attribute, then what LANG chose.
+    language: str = "en"
 
     def __init__(self) -> None:
         # Shared until add_command() changes it (copy on write): most connections
@@ -572,6 +582,8 @@ class POP3Handler:
         caps += ["RESP-CODES", "PIPELINING"]
         if self.tls_available and self._state is State.AUTHORIZATION:
             caps.append("STLS")
+        if self.implements("LANG"):
+            caps.append("LANG")  # RFC 6856 section 3.1: in both states
         caps.append(f"IMPLEMENTATION {IMPLEMENTATION}")
         return caps
 
@@ -596,6 +608,23 @@ class POP3Handler:
     async def pop3_CAPA(self, arg: str | None) -> None:
         """CAPA (RFC 2449 section 5): list capabilities."""
         await self.send_data("Capability list follows", self.capabilities())
+
+    async def pop3_LANG(self, arg: str | None) -> None:
+        """LANG [range] (RFC 6856 section 3): list the languages, or choose one.
+
+        ``LANG`` lists :attr:`languages`; ``LANG <range>`` chooses the one the
+        range selects (``*``: the default) and answers ``+OK <tag> ...``; a range
+        that selects none is ``-ERR``, and the language stays as it was.
+        """
+        if arg is None or not arg.strip():
+            lines = [f"{tag} {description}" for tag, description in self.languages.items()]
+            await self.send_data("Language listing follows:", lines)
+            return
+        tag = choose_language(arg.strip(), self.languages, type(self).language)
+        if tag is None:
+            raise POP3Error("Unknown language; LANG lists the languages.")
+        self.language = tag
+        await self.send_ok(f"{tag} Language changed.")
 
     async def pop3_QUIT(self, arg: str | None) -> None:
         """QUIT (RFC 1939 sections 5 and 6).

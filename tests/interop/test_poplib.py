@@ -106,6 +106,16 @@ def test_capa_in_both_states(server: ServerProcess, corpus_account: Account) -> 
     assert set(before) <= set(after)
 
 
+@pytest.mark.rfc("6856", "3")
+def test_lang_with_poplib(server: ServerProcess, corpus_account: Account) -> None:
+    with session(server, corpus_account) as client:
+        assert "LANG" in client.capa()
+        reply, listing, _ = client._longcmd("LANG")  # type: ignore[attr-defined]
+        assert reply.startswith(b"+OK")
+        assert listing == [b"en English"]
+        assert client._shortcmd("LANG en-GB") == b"+OK en Language changed."  # type: ignore[attr-defined]
+
+
 @pytest.mark.rfc("1939", "5")
 def test_stat_list_uidl(server: ServerProcess, corpus_account: Account) -> None:
     messages = list(corpus_account.messages.items())

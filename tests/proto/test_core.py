@@ -20,6 +20,7 @@ from trio_pop3._proto._commands import (
     format_reply,
     parse_command,
 )
+from trio_pop3._proto._lang import choose_language
 from trio_pop3._proto._maildrop import (
     MAX_MESSAGE_NUMBER_DIGITS,
     Maildrop,
@@ -773,3 +774,39 @@ def test_linebuffer_lets_a_consumed_burst_go() -> None:
     assert buf.next_line() is None
     assert len(buf) == 0
     assert buf._buf == b""
+
+
+# -- LANG language ranges (RFC 6856 section 3, RFC 4647) ---------------------------------
+
+
+@pytest.mark.rfc("6856", "3")
+@pytest.mark.parametrize(
+    ("language_range", "expected"),
+    [
+        ("en", "en"),
+        ("EN", "en"),
+        ("en-US", "en"),  # RFC 4647 section 3.4 lookup: en-US, then en
+        ("de-CH-1996", "de-CH"),
+        ("de-CH-x-private", "de-CH"),  # a trailing singleton goes with its subtag
+        ("*", "en"),  # the default
+        ("de", "de-CH"),  # no plain de: the first tag it is a prefix of
+        ("fr", None),
+        ("e", None),
+        ("", None),
+        ("en_US", None),  # not a basic language range
+        ("en-", None),
+        ("toolonglanguage", None),
+        ("*-US", None),
+    ],
+)
+def test_choose_language(language_range: str, expected: str | None) -> None:
+    assert choose_language(language_range, ["en", "de-CH"], "en") == expected
+
+
+@given(st.text(max_size=30), st.lists(st.from_regex(r"[a-z]{2}(-[A-Z]{2})?", fullmatch=True)))
+def test_choose_language_picks_an_offered_tag(language_range: str, tags: list[str]) -> None:
+    chosen = choose_language(language_range, [*tags, "en"], "en")
+    assert chosen is None or chosen in [*tags, "en"]
+    if language_range.lower() in {tag.lower() for tag in tags}:
+        assert chosen is not None
+        assert chosen.lower() == language_range.lower()
