@@ -160,6 +160,12 @@ _SCAN_DIRS = ("cur", "new")
 #: A usable unique-id: 1 to 70 characters in 0x21 to 0x7E (RFC 1939 section 7).
 _UID_SAFE_RE = re.compile(rf"[\x21-\x7e]{{1,{_MAX_UID_LENGTH}}}")
 
+#: Random octets in the name a duplicate is renamed to (``R<hex>``).  The pid and the
+#: counter already make it unique within this host; 32 random bits guard against a
+#: pid reused by another server process on a host sharing the Maildir (NFS), as
+#: Dovecot's ``R`` field does.
+_RENAME_RANDOM_BYTES = 4
+
 #: The microseconds field of a standard unique name, ``<sec>.M<usec>P<pid>...``.
 _USEC_RE = re.compile(r"M([0-9]{1,6})(?![0-9])")
 
@@ -499,7 +505,8 @@ def _fresh_base(base: str) -> str:
     last_part = base.rpartition(".")[2]
     comma = last_part.find(",")
     tags = last_part[comma:] if comma >= 0 else ""
-    unique = f"M{usec}P{os.getpid()}Q{next(_delivery_counter)}R{secrets.token_hex(4)}"
+    random = secrets.token_hex(_RENAME_RANDOM_BYTES)
+    unique = f"M{usec}P{os.getpid()}Q{next(_delivery_counter)}R{random}"
     return f"{seconds}.{unique}.{_host_part()}{tags}"
 
 
