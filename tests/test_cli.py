@@ -644,6 +644,23 @@ def test_capitalised_passwd_entries_are_warned_about(config: MailSetup) -> None:
     assert b"capital letters" not in kept.stderr
 
 
+def test_replace_nuls_option(config: MailSetup, server_factory: ServerFactory) -> None:
+    # Several read chunks (READ_CHUNK_SIZE is 256 KiB), a NUL in each.
+    body = b"".join(b"line %d \x00 end\n" % n for n in range(40_000))
+    message = b"Subject: nuls\n\n" + body
+    assert len(message) > 2 * 256 * 1024
+    account = config.account("alice", [message])
+    proc = server_factory(config, "--replace-nuls")
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    reply, lines, _ = client.retr(1)
+    expected = message.replace(b"\n", b"\r\n")
+    assert reply == b"+OK %d octets" % len(expected)
+    assert b"\r\n".join(lines) + b"\r\n" == expected.replace(b"\x00", b"\x80")
+    client.quit()
+
+
 def test_expire_option(tmp_path: Path) -> None:
     from trio_pop3._cli import UsageError, build_parser
 

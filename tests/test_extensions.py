@@ -154,6 +154,25 @@ async def test_utf8_user_names_are_saslprepped() -> None:
         assert (await session.client.command("PASS pass\u00a0word")).startswith("+OK")
 
 
+# -- NUL octets (Dovecot's outlook-no-nuls workaround) --------------------------------------
+
+
+@pytest.mark.parametrize("replace", [False, True])
+async def test_replace_nuls(replace: bool) -> None:
+    """RFC-CHECKLIST appendix A: NULs sent raw by default, as 0x80 with the option."""
+    message = b"Subject: nul\r\n\r\nbefore\x00after\r\n\x00\r\n"
+    store = MemoryStore({"alice": [message]})
+    async with memory_session(handler_factory(store, replace_nuls=replace)) as s:
+        await s.client.login()
+        expected = message.replace(b"\0", b"\x80") if replace else message
+        reply, lines = await s.client.multi("RETR 1")
+        assert reply == f"+OK {len(message)} octets"  # SIZE-01: the size is unchanged
+        assert b"\r\n".join(lines) + b"\r\n" == expected
+        _, lines = await s.client.multi("TOP 1 1")
+        nul = b"\x80" if replace else b"\x00"
+        assert lines == [b"Subject: nul", b"", b"before" + nul + b"after"]
+
+
 # -- LANG (RFC 6856 section 3) --------------------------------------------------------------
 
 

@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         "lowercased first (USER ALICE is alice), as Dovecot's %%Lu does",
     )
     serve.add_argument(
+        "--replace-nuls",
+        action="store_true",
+        help="send NUL octets in messages as 0x80, for clients that stop at a NUL "
+        "(Outlook; Dovecot's outlook-no-nuls workaround)",
+    )
+    serve.add_argument(
         "--no-mark-seen",
         dest="mark_seen",
         action="store_false",
@@ -410,6 +416,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         utf8_legacy=args.utf8_legacy,
         expire=args.expire,
         username_format=ascii_lowercase if args.fold_username else None,
+        replace_nuls=args.replace_nuls,
         debug=args.debug,
     )
 
@@ -448,6 +455,7 @@ def _make_server(
     utf8_legacy: Literal["refuse", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
     username_format: Callable[[str], str] | None = ascii_lowercase,
+    replace_nuls: bool = False,
     **options: object,
 ) -> POP3Server:
     factory = functools.partial(
@@ -459,6 +467,7 @@ def _make_server(
         utf8_legacy=utf8_legacy,
         expire=expire,
         username_format=username_format,
+        replace_nuls=replace_nuls,
     )
     return POP3Server(factory, **options)  # type: ignore[arg-type]
 

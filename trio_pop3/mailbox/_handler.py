@@ -67,6 +67,10 @@ class MailboxHandler(POP3Handler):
             logins that come too soon (RFC 2449 section 6.5).
         expire: Announce EXPIRE (RFC 2449 section 6.7): days mail may be left on the
             server, or ``"NEVER"``.  Only announced; deleting old mail is the site's job.
+        replace_nuls: Send each NUL octet of a message as 0x80, like Dovecot's
+            ``pop3_client_workarounds = outlook-no-nuls``: some clients (Outlook)
+            stop reading a message at a NUL.  Sizes are unchanged.  Off by default:
+            the message is sent exactly as stored.
         username_format: Maps the user name a client sends (after SASLprep) to the
             one used to check its password, open its maildrop and log it, for USER,
             APOP and every SASL mechanism.  Dovecot lowercases it by default
@@ -114,6 +118,7 @@ class MailboxHandler(POP3Handler):
         expire: int | Literal["NEVER"] | None = None,
         utf8_legacy: Literal["refuse", "send"] = "refuse",
         username_format: Callable[[str], str] | None = None,
+        replace_nuls: bool = False,
     ) -> None:
         super().__init__()
         self.store = store
@@ -133,6 +138,7 @@ class MailboxHandler(POP3Handler):
             raise ValueError("utf8_legacy must be 'refuse' or 'send'")
         self.utf8_legacy = utf8_legacy
         self.username_format = username_format
+        self.replace_nuls = replace_nuls
         #: Whether the client sent UTF8 (RFC 6856 section 2).
         self.utf8 = False
         #: The authenticated user, once in TRANSACTION.
@@ -446,9 +452,12 @@ class MailboxHandler(POP3Handler):
             # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.
             await _aclose(chunks)
             raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
+        replace = self.replace_nuls
+        if replace:
+            first = first.replace(b"\0", b"\x80")
         # A MailboxError from a later chunk is the framework's to answer: -ERR if
         # nothing of the reply has been sent yet, else the connection is closed.
-        await self.send_message(text, _prepend(first, chunks), body_lines=lines)
+        await self.send_message(text, _prepend(first, chunks, replace), body_lines=lines)
 
     async def pop3_DELE(self, arg: str | None) -> None:
         """DELE msg (RFC 1939 §5): mark the message deleted; removed only at UPDATE."""
@@ -708,11 +717,14 @@ def _uid_lines(drop: Maildrop[MessageInfo]) -> list[str]:
     return [f"{n} {m.uid}" for n, m in drop.visible()]
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _prepend(
+    first: bytes, rest: AsyncIterator[bytes], replace_nuls: bool = False
+) -> AsyncIterator[bytes]:
+    """``first``, then the chunks of ``rest`` (with NULs as 0x80 if ``replace_nuls``)."""
     try:
         yield first
         async for chunk in rest:
-            yield chunk
+            yield chunk.replace(b"\0", b"\x80") if replace_nuls else chunk
     finally:
         await _aclose(rest)
 
