@@ -141,6 +141,10 @@ BAD_COMMAND_LINES: dict[str, tuple[Callable[[MailSetup], list[str]], str]] = {
         lambda c: serve_args(c, "--pop3s-port", str(free_port())),
         "--pop3s-port needs --tls-cert and --tls-key",
     ),
+    "bad --trusted-network": (
+        lambda c: serve_args(c, "--trusted-network", "10.0.0.0/33"),
+        "not an IP network: '10.0.0.0/33'",
+    ),
     "unknown hash scheme": (
         lambda c: ["hash-password", "--scheme", "NO-SUCH-SCHEME", "--password", "pw"],
         "NO-SUCH-SCHEME",
@@ -659,6 +663,17 @@ def test_replace_nuls_option(config: MailSetup, server_factory: ServerFactory) -
     assert reply == b"+OK %d octets" % len(expected)
     assert b"\r\n".join(lines) + b"\r\n" == expected.replace(b"\x00", b"\x80")
     client.quit()
+
+
+def test_trusted_network_option(tmp_path: Path) -> None:
+    from trio_pop3._cli import build_parser
+
+    base = ["serve", "--maildir-root", str(tmp_path), "--users", str(tmp_path / "p")]
+    assert build_parser().parse_args(base).trusted_network == []
+    args = build_parser().parse_args(
+        [*base, "--trusted-network", "10.0.0.0/8", "--trusted-network", "192.0.2.7"]
+    )
+    assert [str(net) for net in args.trusted_network] == ["10.0.0.0/8", "192.0.2.7/32"]
 
 
 def test_expire_option(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ def documented_options(name: str) -> dict[str, str]:
 
 
 def default_text(default: object) -> str:
-    """Return how a default value reads in the reference (600.0 reads "600")."""
+    """Return how a default value reads in the reference (600.0 reads "600", [] "none")."""
+    if isinstance(default, list) and not default:
+        return "none"
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 

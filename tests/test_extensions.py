@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import poplib
 import subprocess
 import sys
@@ -240,6 +241,62 @@ async def test_connection_cap_per_address(nursery: trio.Nursery) -> None:
     assert (await other.reply()).startswith("+OK")
     for client in [*clients, third, other]:
         await client.aclose()
+
+
+async def test_trusted_network_skips_the_delay_and_the_address_cap(
+    nursery: trio.Nursery,
+) -> None:
+    """Like Dovecot's login_trusted_networks: a front end logging in for many users."""
+    store = MemoryStore({"alice": [b"Subject: x\n\nbody\n"]})
+    limits = Limits(
+        auth_failure_delay=2, max_connections_per_address=1, trusted_networks=["127.0.0.1/32"]
+    )
+    server = POP3Server(handler_factory(store), host="127.0.0.1", port=0, limits=limits)
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    port = listeners[0].socket.getsockname()[1]
+    trusted = [Client(await trio.open_tcp_stream("127.0.0.1", port)) for _ in range(3)]
+    for client in trusted:  # past max_connections_per_address
+        assert (await client.reply()).startswith("+OK")
+    with trio.fail_after(1.5):  # untrusted, these two failures would take 2 + 4 s
+        for _ in range(2):
+            assert (await trusted[0].command("USER alice")).startswith("+OK")
+            assert (await trusted[0].command("PASS wrong")).startswith("-ERR [AUTH]")
+    await trusted[1].login()  # its address was not penalised either
+    # 127.0.0.2 is not trusted: capped at one connection, and delayed.
+    other = Client(await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2"))
+    assert (await other.reply()).startswith("+OK")
+    second = Client(await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2"))
+    assert (await second.reply()).startswith("-ERR [SYS/TEMP]")
+    assert (await other.command("USER alice")).startswith("+OK")
+    start = trio.current_time()
+    assert (await other.command("PASS wrong")).startswith("-ERR [AUTH]")
+    assert trio.current_time() - start >= 2
+    for client in [*trusted, other, second]:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("address", "trusted"),
+    [
+        ("10.1.2.3", True),
+        ("10.255.255.255", True),
+        ("11.0.0.1", False),
+        ("2001:db8::5", True),
+        ("2001:db9::5", False),
+        ("::ffff:10.0.0.7", True),  # IPv4-mapped, from a dual-stack socket
+        ("", False),
+        ("not an address", False),
+    ],
+)
+def test_limits_trusted_networks(address: str, trusted: bool) -> None:
+    limits = Limits(trusted_networks=["10.0.0.0/8", ipaddress.ip_network("2001:db8::/32")])
+    assert limits.is_trusted(address) is trusted
+    assert not Limits().is_trusted(address)
+
+
+def test_limits_refuses_a_bad_trusted_network() -> None:
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+        Limits(trusted_networks=["10.0.0.0/33"])
 
 
 # -- examples/skeleton.py -------------------------------------------------------------------

@@ -90,6 +90,14 @@ def _workers(text: str) -> int:
     return usable_cpus() if text == "auto" else _count(text)
 
 
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``--trusted-network``: an address or a network in CIDR notation."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP network: {text!r}") from None
+
+
 def _expire(text: str) -> int | Literal["NEVER"] | None:
     """``--expire``: ``NEVER``, a number of days, or ``none`` (not announced)."""
     if text.upper() == "NEVER":
@@ -142,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=Limits().auth_failure_delay,
         help="seconds before answering a failed login, doubled per further failure "
         "of the connection or address, up to 15 (default: %(default)s; 0 disables)",
+    )
+    serve.add_argument(
+        "--trusted-network",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help="client network exempt from the failed-login delay and the per-address "
+        "connection limit, e.g. a webmail front end (repeatable; default: none)",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
@@ -408,6 +425,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             max_connections_per_address=args.max_connections_per_address,
             auth_failure_delay=args.auth_failure_delay,
+            trusted_networks=args.trusted_network,
         ),
         ssl_context=context,
         pop3s_port=args.pop3s_port,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_CLEANUP_TIMEOUT",
@@ -63,11 +65,18 @@ class Limits:
         max_connections_per_address: Concurrent connections from one client address
             (Dovecot: 10 per user and address).  A NAT gateway may carry many users,
             hence 50.  None disables.
+        trusted_networks: Client networks (``"10.0.0.0/8"``, ``"::1"``; strings or
+            :mod:`ipaddress` networks) exempt from the failed-login delay and from
+            ``max_connections_per_address``, like Dovecot's
+            ``login_trusted_networks``: a webmail front end or a proxy that logs in
+            for many users from one address.  A trusted client's failures do not
+            count against its address either; ``max_auth_failures`` still applies.
+            Empty by default.
 
     Raises:
         ValueError: ``max_command_line`` is below 255, ``max_auth_line`` below
-            ``max_command_line``, ``max_discard`` below ``max_auth_line``, or a
-            failure delay is negative.
+            ``max_command_line``, ``max_discard`` below ``max_auth_line``, a
+            failure delay is negative, or a trusted network is not a network.
     """
 
     max_command_line: int = 255
@@ -79,6 +88,9 @@ class Limits:
     auth_failure_delay_max: float = 15.0
     max_connections: int | None = 1000
     max_connections_per_address: int | None = 50
+    trusted_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] = field(
+        default=()
+    )
 
     def __post_init__(self) -> None:
         if self.max_command_line < 255:
@@ -89,3 +101,23 @@ class Limits:
             raise ValueError("max_discard must be at least max_auth_line")
         if self.auth_failure_delay < 0 or self.auth_failure_delay_max < 0:
             raise ValueError("auth failure delays must be >= 0")
+        networks = tuple(ipaddress.ip_network(net, strict=False) for net in self.trusted_networks)
+        object.__setattr__(self, "trusted_networks", networks)
+
+    def is_trusted(self, address: str) -> bool:
+        """Return whether client ``address`` is in one of :attr:`trusted_networks`.
+
+        >>> Limits(trusted_networks=["10.0.0.0/8"]).is_trusted("10.1.2.3")
+        True
+        >>> Limits().is_trusted("127.0.0.1")
+        False
+        """
+        if not self.trusted_networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # not an IP address (a memory stream, a Unix socket)
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.1.2.3 on a dual-stack socket
+        return any(ip in net for net in self.trusted_networks)

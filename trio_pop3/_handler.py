@@ -426,6 +426,7 @@ class POP3Handler:
         connections it opens.  Past :attr:`Limits.max_auth_failures` on this
         connection, the connection is closed after the reply.  Call it for every kind
         of failure alike (unknown user, wrong password), so timing reveals nothing.
+        A client in :attr:`Limits.trusted_networks` is not delayed.
 
         Cancellation:
             It sleeps with :func:`trio.sleep`, a checkpoint: the wait ends at once
@@ -441,11 +442,12 @@ class POP3Handler:
         limits = session.config.limits
         session.auth_failures += 1
         count = session.auth_failures
-        if session.server is not None and session.peer is not None:
+        trusted = session.peer is not None and limits.is_trusted(session.peer[0])
+        if session.server is not None and session.peer is not None and not trusted:
             recent = session.server.addresses.record_failure(session.peer[0], trio.current_time())
             count = max(count, recent)
         delay = failure_delay(count, limits.auth_failure_delay, limits.auth_failure_delay_max)
-        if delay:
+        if delay and not trusted:
             await trio.sleep(delay)
         budget = limits.max_auth_failures
         if budget is not None and session.auth_failures >= budget:

@@ -398,7 +398,11 @@ class POP3Server:
                 await _refuse(stream, "Too many connections, try again later.")
                 return
             per_address = limits.max_connections_per_address
-            if per_address is not None and self.addresses.connections(address) >= per_address:
+            if (
+                per_address is not None
+                and self.addresses.connections(address) >= per_address
+                and not limits.is_trusted(address)
+            ):
                 logger.warning("%s refused: too many connections from this address", label)
                 await _refuse(stream, "Too many connections from your address.")
                 return
