@@ -834,6 +834,31 @@ async def test_username_format_applies_to_every_login(method: str) -> None:
         assert await s.client.command("STAT") == "+OK 1 18"
 
 
+@pytest.mark.parametrize("authzid", ["alice", "ALICE", "Alice"])
+async def test_username_format_applies_to_the_authzid(authzid: str) -> None:
+    # RFC 4616 section 2: an authzid naming the authenticated user itself is allowed;
+    # with the format, "ALICE" and "alice" are that user.
+    store = MemoryStore({"alice": [b"Subject: x\r\n\r\nhi\r\n"], "åsa": []})
+    async with memory_session(folding_factory(store)) as s:
+        reply = await s.client.command("AUTH PLAIN " + b64(f"{authzid}\0ALICE\0secret"))
+        assert reply.startswith("+OK"), reply
+    async with memory_session(folding_factory(store)) as s:
+        scram = ScramClient("ALICE", "secret", authzid=authzid)
+        first = base64.b64encode(scram.first()).decode()
+        server_first = await s.client.command(f"AUTH SCRAM-SHA-256 {first}")
+        final = scram.final(base64.b64decode(server_first[2:]))
+        server_final = await s.client.command(base64.b64encode(final).decode())
+        scram.check_final(base64.b64decode(server_final[2:]))
+        assert (await s.client.command("")).startswith("+OK")
+
+
+async def test_authzid_of_another_user_is_refused_with_a_format() -> None:
+    store = MemoryStore({"alice": [], "åsa": []})
+    async with memory_session(folding_factory(store)) as s:
+        reply = await s.client.command("AUTH PLAIN " + b64("åsa\0ALICE\0secret"))
+        assert reply.startswith("-ERR [AUTH]"), reply
+
+
 async def test_username_format_lowercases_ascii_only() -> None:
     store = MemoryStore({"alice": [], "åsa": []})
     async with memory_session(folding_factory(store)) as s:

@@ -28,6 +28,7 @@ import abc
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from typing import ClassVar, Protocol, final
 
 from ._errors import AuthenticationFailed, POP3Error, ResponseCode
@@ -174,7 +175,9 @@ class SASLExchange(Protocol):
     """The handler's side of one AUTH exchange, as a mechanism sees it.
 
     The POP3 handler implements this; attributes may be plain attributes or read-only
-    properties.
+    properties.  An exchange may also have a ``username_format`` attribute (a
+    callable, or None), as :class:`~trio_pop3.mailbox.MailboxHandler`'s does: an
+    authzid then names the authenticated user if the two are equal once formatted.
     """
 
     @property
@@ -351,6 +354,14 @@ class SASLMechanism(abc.ABC):
             raise POP3Error(f"{self.name} does not take an initial response.")
 
 
+def _same_user(exchange: SASLExchange, one: str, other: str) -> bool:
+    """Whether two prepared user names name one user, after the exchange's format."""
+    username_format: Callable[[str], str] | None = getattr(exchange, "username_format", None)
+    if username_format is not None:
+        return username_format(one) == username_format(other)
+    return one == other
+
+
 def _prepare(text: str) -> str:
     """SASLprep ``text`` for a login; empty output counts as failure (PLAIN-05)."""
     try:
@@ -406,13 +417,14 @@ class PlainMechanism(SASLMechanism):
     async def authorize(self, exchange: SASLExchange, authcid: str, authzid: str) -> bool:
         """Return whether ``authcid`` (already authenticated) may act as ``authzid``.
 
-        Called only for a non-empty authzid.  By default only itself.
+        Called only for a non-empty authzid.  By default only itself (compared after
+        the exchange's ``username_format``, if it has one).
 
         Return False rather than raise to refuse: False is answered ``-ERR [AUTH]``
         after the failure delay.  An exception is handled as in
         :meth:`SASLMechanism.authenticate`.
         """
-        return authzid == authcid
+        return _same_user(exchange, authzid, authcid)
 
 
 @final
@@ -551,7 +563,7 @@ class ScramSHA256Mechanism(SASLMechanism):
             server_final = server.verify_client_final(client_final)
         except SASLProtocolError:
             raise AuthenticationFailed from None
-        if server_final is None or (authzid and _prepare(authzid) != user):
+        if server_final is None or (authzid and not _same_user(exchange, _prepare(authzid), user)):
             raise AuthenticationFailed
         if await exchange.challenge(server_final):
             # SASL-12: the only acceptable answer to the server-final data is empty.

@@ -695,6 +695,10 @@ class _Exchange:
     def hostname(self) -> str:
         return self.handler._s.config.hostname
 
+    @property
+    def username_format(self) -> Callable[[str], str] | None:
+        return self.handler.username_format
+
     async def challenge(self, data: bytes) -> bytes:
         handler = self.handler
         await handler.send_raw(format_challenge(data))
