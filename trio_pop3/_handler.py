@@ -82,7 +82,7 @@ class POP3Handler:
     (:data:`~trio_pop3.STANDARD_COMMANDS`, :attr:`extra_commands`,
     :meth:`add_command`); anything else goes to :meth:`unknown`.
 
-    QUIT, CAPA and STLS are built in.  Per-connection data lives on the instance.
+    QUIT, CAPA, STLS and LANG are built in.  Per-connection data lives on the instance.
 
     Example::
 
