@@ -80,6 +80,24 @@ def put(maildir: Path, subdir: str, name: str, data: bytes = b"Subject: x\n\nbod
     return path
 
 
+def wait_for_newer_ctime(path: Path) -> None:
+    """Return once a file made now gets a later ctime than ``path`` has.
+
+    File-system timestamps tick coarsely (a jiffy), so two files made one after the
+    other may share a ctime; this spins on a probe file for at most a second.
+    """
+    probe = path.with_name(".ctime-probe")
+    deadline = time.monotonic() + 1.0
+    try:
+        while True:
+            probe.touch()
+            if probe.stat().st_ctime_ns > path.stat().st_ctime_ns:
+                return
+            assert time.monotonic() < deadline, "the file-system clock did not advance"
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def write_raw_name(maildir: Path, name: bytes) -> None:
     """Create a message whose file name is not valid UTF-8."""
     with open(os.path.join(os.fsencode(maildir), b"new", name), "wb") as file:
@@ -453,13 +471,14 @@ async def test_duplicate_base_name_renamed_and_never_reused(
 ) -> None:
     """RFC 1939 section 7 (UIDL-04): two files with one base name are two messages.
 
-    The copy in ``cur/`` keeps the base name's unique-id; the other is renamed to a
+    The first one stays under the base name's unique-id; the other is renamed to a
     fresh unique name, so once the first is deleted the second does not turn up
     under the unique-id the client has already seen.
     """
     maildir = make_maildir(root)
+    older = put(maildir, "cur", "1700000008.dup.h:2,S", b"Subject: H\n\nH2\n")
+    wait_for_newer_ctime(older)
     put(maildir, "new", "1700000008.dup.h", b"Subject: h\n\nH\n")
-    put(maildir, "cur", "1700000008.dup.h:2,S", b"Subject: H\n\nH2\n")
     put(maildir, "new", "1700000009.other.h")
     mailbox = await store.open("alice")
     try:
@@ -485,6 +504,32 @@ async def test_duplicate_base_name_renamed_and_never_reused(
     assert [m.uid for m in await snapshot(store)] == [renamed.uid, other.uid]
 
 
+@pytest.mark.parametrize("restarted", [False, True])
+async def test_restored_copy_never_takes_a_known_unique_id(
+    root: Path, store: MaildirStore, restarted: bool
+) -> None:
+    """RFC 1939 section 7 (UIDL-04): a file that arrives under a base name already
+    listed is the one renamed, whichever directory it is in."""
+    maildir = make_maildir(root)
+    older = put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    assert [m.uid for m in await snapshot(store)] == ["1700000001.M1P1.h"]
+    wait_for_newer_ctime(older)  # for the restarted store
+    # A restore drops a different message under the same base name, in cur/.
+    put(maildir, "cur", "1700000001.M1P1.h:2,S", b"Subject: B\n\nB\n")
+    if restarted:  # no memory of the last listing: the older file keeps the name
+        store = MaildirStore(root)
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        contents = {m.uid: b"".join(await read_all(mailbox, m)) for m in messages}
+    finally:
+        await mailbox.close()
+    assert len(contents) == 2
+    assert contents.pop("1700000001.M1P1.h") == b"Subject: A\n\nA\n"
+    assert list(contents.values()) == [b"Subject: B\n\nB\n"]
+    assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
+
+
 async def test_duplicate_keeps_flags_and_size_tags(root: Path) -> None:
     store = MaildirStore(root, trust_size_tags=True)
     maildir = make_maildir(root)
@@ -506,14 +551,22 @@ async def test_duplicate_keeps_flags_and_size_tags(root: Path) -> None:
 
 
 async def test_hard_linked_names_are_one_message(root: Path, store: MaildirStore) -> None:
-    """Two names of one file (a hard link) are one message: listed once, not renamed."""
+    """Two names of one file (a hard link) are one message: listed once, and the
+    second name is removed, so that a DELE removes the message for good."""
     maildir = make_maildir(root)
     path = put(maildir, "cur", "1.dup.h:2,S")
     os.link(path, maildir / "new" / "1.dup.h")
     put(maildir, "new", "2.other.h")
-    messages = await snapshot(store)
-    assert [m.uid for m in messages] == ["1.dup.h", "2.other.h"]
-    assert sorted(os.listdir(maildir / "new")) == ["1.dup.h", "2.other.h"]
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        assert [m.uid for m in messages] == ["1.dup.h", "2.other.h"]
+        assert sorted(os.listdir(maildir / "new")) == ["2.other.h"]
+        await mailbox.remove(messages[:1])
+    finally:
+        await mailbox.close()
+    assert [m.uid for m in await snapshot(store)] == ["2.other.h"]
+    assert os.listdir(maildir / "cur") == []
 
 
 async def test_duplicate_left_out_when_it_cannot_be_renamed(
@@ -813,7 +866,7 @@ async def test_foreign_message_rejected(root: Path, store: MaildirStore) -> None
     mailbox = await store.open("alice")
     try:
         await mailbox.list_messages()
-        forged = MessageInfo("1.x.h", 3, _maildir._Location("new", "../../etc/passwd", "1.x.h"))
+        forged = MessageInfo("1.x.h", 3, _maildir._Location("new", "../../etc/passwd", "1.x.h", 1))
         with pytest.raises(ValueError, match="not from this maildrop"):
             await read_all(mailbox, forged)
         with pytest.raises(ValueError, match="not from this maildrop"):
@@ -1184,3 +1237,47 @@ async def test_seen_flag_failure_does_not_fail_quit(
     assert replies[-1].startswith("+OK"), replies
     assert os.listdir(maildir / "new") == ["1.a.h"]  # removed 2, could not flag 1
     assert "cannot flag" in caplog.text
+
+
+@pytest.mark.rfc("1939", "11")
+async def test_another_file_with_the_base_name_is_never_taken_for_the_message(
+    root: Path,
+) -> None:
+    # Without the lock, another session may rename the listed file (a duplicate it
+    # settled) while a restore puts a different message under its base name.  That
+    # message is not the one listed: it must not be sent under the listed size,
+    # removed by DELE or flagged seen.
+    store = MaildirStore(root, lock=False)
+    maildir = make_maildir(root)
+    put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        os.rename(maildir / "new" / "1700000001.M1P1.h", maildir / "new" / "1700000001.M9.h")
+        put(maildir, "cur", "1700000001.M1P1.h:2,F", b"Subject: B restored\n\nB\n")
+        with pytest.raises(MailboxError, match="no longer exists"):
+            await read_all(mailbox, messages[0])
+        await mailbox.mark_seen(messages)
+        await mailbox.remove(messages)  # gone already: counts as removed
+    finally:
+        await mailbox.close()
+    assert os.listdir(maildir / "cur") == ["1700000001.M1P1.h:2,F"]
+    assert os.listdir(maildir / "new") == ["1700000001.M9.h"]
+
+
+async def test_a_moved_message_is_followed_by_inode(root: Path, store: MaildirStore) -> None:
+    # Moved to cur/ and flagged by an IMAP server after the listing: same file.
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.a.h", b"Subject: A\n\nA\n")
+    put(maildir, "new", "2.b.h", b"Subject: B\n\nB\n")
+    mailbox = await store.open("alice")
+    try:
+        first, second = await mailbox.list_messages()
+        os.rename(maildir / "new" / "1.a.h", maildir / "cur" / "1.a.h:2,R")
+        os.rename(maildir / "new" / "2.b.h", maildir / "cur" / "2.b.h:2,T")
+        assert b"".join(await read_all(mailbox, first)) == b"Subject: A\n\nA\n"
+        await mailbox.mark_seen([first])
+        await mailbox.remove([second])
+    finally:
+        await mailbox.close()
+    assert os.listdir(maildir / "cur") == ["1.a.h:2,RS"]

@@ -28,10 +28,12 @@ Guarantees
   (seconds), the ``M<microseconds>`` field when present, then the base name.
 * **Stable unique ids** (RFC 1939 section 7).  The UID is the base name if it is 1 to
   70 characters in 0x21 to 0x7E, otherwise the hex SHA-1 of its bytes.  It survives
-  restarts, a move from ``new/`` to ``cur/`` and flag changes.  A second file with
-  a base name already listed (``new/X`` beside ``cur/X:2,S``, say, left by a copy or
-  a restore) is renamed to a fresh unique name, as Dovecot does, so both messages are
-  listed and neither unique-id is ever reused for the other.
+  restarts, a move from ``new/`` to ``cur/`` and flag changes.  Of two different
+  files with one base name (``new/X`` beside ``cur/X:2,S``, say, left by a copy or
+  a restore), one is renamed to a fresh unique name, as Dovecot does, so both are
+  listed and neither unique-id is ever reused for the other: the one clients may
+  know under the name keeps it.  A second name of one file (a hard link) is removed.
+  A message another program moved or renamed is found by its base name and inode.
 * **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
   the CRLF size and is used as is when ``trust_size_tags`` is on; otherwise the file is
   read once through :class:`~trio_pop3.WireSizeCounter` and the result cached on the
@@ -42,10 +44,11 @@ Guarantees
   ``O_NOFOLLOW`` and must be regular files, so a symlink or FIFO dropped into the
   Maildir can neither leak other files nor hang the server.
 * **Safe removal.**  :meth:`MaildirMailbox.remove` unlinks exactly the given files
-  (each unlink is atomic), then fsyncs the directories.  Apart from renaming a
-  duplicate (above) and flagging retrieved messages seen at QUIT (below), each one
-  atomic ``rename`` that keeps the base name, nothing else is ever written, so a
-  crash at any point cannot lose a message that was not deleted.
+  (each unlink is atomic), then fsyncs the directories.  Apart from settling
+  duplicates (above: one atomic ``rename``, or the ``unlink`` of a second name of
+  the same file) and flagging retrieved messages seen at QUIT (below: one atomic
+  ``rename`` that keeps the base name), nothing else is ever written, so a crash at
+  any point cannot lose a message that was not deleted.
 * **Seen flag.**  At QUIT, messages the client retrieved with RETR and kept get the
   ``S`` flag (``new/X`` becomes ``cur/X:2,S``), as Dovecot does, so an IMAP client
   of the same Maildir shows them as read.  A session that ends without QUIT changes
@@ -252,11 +255,17 @@ _Stamp = tuple[int, int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class _Location:
-    """Where a listed message was: ``MessageInfo.key`` of a Maildir message."""
+    """Where a listed message was: ``MessageInfo.key`` of a Maildir message.
+
+    ``ino`` tells the message apart from another file that takes its base name
+    later: a message that was moved or renamed is looked for by base name *and*
+    inode, which a rename keeps.
+    """
 
     subdir: str
     name: str
     base: str
+    ino: int
 
 
 #: A message of a listing with its delivery-order key (see :func:`_order_key`).
@@ -373,8 +382,8 @@ def _scan(
     old_listing = known.listing if known is not None else {}
     sizes: dict[str, tuple[_Stamp, int]] = {}
     listing: dict[tuple[str, str], _Listed] = {}
-    seen: dict[str, str] = {}  # uid -> path of the file listed under it
-    duplicates: list[tuple[str, str]] = []  # (path, path of the listed twin)
+    seen: dict[str, _Found] = {}  # uid -> the file listed under it
+    duplicates: list[tuple[_Found, _Found]] = []  # (a file, its twin listed under its uid)
     sized_by_name = True  # every size came from a W= tag, none from the file
     for subdir in _SCAN_DIRS:
         directory = os.path.join(maildir, subdir)
@@ -408,11 +417,12 @@ def _scan(
                     continue
                 if not regular:
                     continue
+                found = _Found(subdir, name, entry.path)
                 twin = seen.get(uid)
                 if twin is not None:
                     if inline:
                         raise _InlineScanAborted
-                    duplicates.append((entry.path, twin))
+                    duplicates.append((found, twin))
                     continue
                 if st is not None:
                     sized_by_name = False
@@ -430,18 +440,24 @@ def _scan(
                         sizes[base] = measured
                         size = measured[1]
                 assert size is not None
-                seen[uid] = entry.path
-                if previous is not None and previous[1].size == size:
+                seen[uid] = found
+                ino = entry.inode()  # from readdir: no system call
+                if (
+                    previous is not None
+                    and previous[1].size == size
+                    and isinstance(previous[1].key, _Location)
+                    and previous[1].key.ino == ino
+                ):
                     listing[subdir, name] = previous
                 else:
-                    info = MessageInfo(uid, size, _Location(subdir, name, base))
+                    info = MessageInfo(uid, size, _Location(subdir, name, base, ino))
                     listing[subdir, name] = (_order_key(base), info)
     renamed = False
-    for path, twin in duplicates:
-        if rename_duplicates and _rename_duplicate(path, twin):
+    for found, twin in duplicates:
+        if rename_duplicates and _resolve_duplicate(found, twin, old_listing):
             renamed = True
         else:
-            logger.warning("Maildir %s: duplicate file %r left out", maildir, path)
+            logger.warning("Maildir %s: duplicate file %r left out", maildir, found.path)
     if renamed:  # list the new names like any other
         return _scan(maildir, known, trust_size_tags, inline, rename_duplicates=False)
     ordered = sorted(listing.values(), key=_listed_order)
@@ -449,44 +465,79 @@ def _scan(
     return messages, _Known(listing, sizes, messages, sized_by_name=sized_by_name)
 
 
-def _rename_duplicate(path: str, twin: str) -> bool:
-    """Give a message whose base name is already listed (``twin``) a base of its own.
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A message file found by a scan."""
 
-    Two different files with one base name (say ``new/X`` and ``cur/X:2,S``, left by a
-    copy or a restore) would otherwise share a unique-id, so one of them could not be
-    listed, and once its twin was deleted it would appear under a unique-id the client
-    has already seen, and a client that leaves mail on the server would never fetch it
-    (RFC 1939 section 7: a unique-id is never reused for another message).  As Dovecot
-    does, the file is renamed in its directory to a fresh unique name, keeping the
-    delivery time, any ``,S=``/``,W=`` tags (the contents are unchanged) and the
-    ``:2,...`` flags.  Its new base, and so its unique-id, is then stable.
+    subdir: str
+    name: str
+    path: str
 
-    Returns whether the file was renamed.  It is not when it is gone, when it is the
-    twin under another name (a hard link, or a name seen twice because another
-    program renamed it during the listing), or when the rename fails.
+
+def _resolve_duplicate(
+    found: _Found, twin: _Found, listed_before: Mapping[tuple[str, str], _Listed]
+) -> bool:
+    """Settle two files with one base name (``twin`` was listed under it); True if changed.
+
+    Two names of one file (a hard link) are one message: the extra name ``found`` is
+    unlinked, which loses nothing, so that a DELE of the message removes it for good.
+
+    Two different files (say ``new/X`` and ``cur/X:2,S``, left by a copy or a
+    restore) would otherwise share a unique-id, so one of them could not be listed,
+    and once the other was deleted it would appear under a unique-id the client has
+    already seen: a client that leaves mail on the server would never fetch it (RFC
+    1939 section 7: a unique-id is never reused for another message).  As Dovecot
+    does, one of them is renamed in its directory to a fresh unique name (see
+    :func:`_fresh_base`), so each has a stable unique-id of its own.  The one that
+    keeps the name is the one clients may already know under it: the file the
+    previous listing had, else the one that has been in the Maildir longer (the
+    older ``ctime``, which a restore or copy cannot set), else ``twin``.
+
+    Returns False, leaving both as they are, when either file is gone (another
+    program renamed or removed it during the listing) or the rename fails.
     """
     try:
-        st = os.lstat(path)
-        twin_st = os.lstat(twin)
+        st = os.lstat(found.path)
+        twin_st = os.lstat(twin.path)
     except FileNotFoundError:
         return False
     if (st.st_dev, st.st_ino) == (twin_st.st_dev, twin_st.st_ino):
-        return False
+        try:
+            os.unlink(found.path)
+        except OSError as exc:
+            logger.error("Maildir: cannot remove the extra name %r: %s", found.path, exc)
+            return False
+        logger.warning("Maildir: removed %r, a second name of %r", found.path, twin.path)
+        return True
+    found_listed = (found.subdir, found.name) in listed_before
+    twin_listed = (twin.subdir, twin.name) in listed_before
+    if found_listed != twin_listed:
+        keep_found = found_listed
+    else:
+        keep_found = st.st_ctime_ns < twin_st.st_ctime_ns
+    victim, keeper = (twin, found) if keep_found else (found, twin)
+    return _rename_to_fresh(victim.path, keeper.path)
+
+
+def _rename_to_fresh(path: str, keeper: str) -> bool:
+    """Rename ``path`` to a fresh unique base name in its directory; True if done.
+
+    The new name keeps the ``:2,...`` flags.  One atomic ``rename``: a crash leaves
+    one name or the other, never both or neither.  The new name is unique (pid,
+    counter, random), so nothing is replaced.
+    """
     directory, name = os.path.split(path)
     base = _base_name(name)
     new_name = _fresh_base(base) + name[len(base) :]
-    new_path = os.path.join(directory, new_name)
     try:
-        # Atomic: a crash leaves one name or the other, never both or neither.  The
-        # new name is unique (pid, counter, random), so nothing is replaced.
-        os.rename(path, new_path)
+        os.rename(path, os.path.join(directory, new_name))
     except OSError as exc:
         logger.error("Maildir: cannot rename duplicate %r: %s", path, exc)
         return False
     logger.warning(
         "Maildir: %r has the base name of %r; renamed to %r so both are listed",
         path,
-        twin,
+        keeper,
         new_name,
     )
     return True
@@ -517,26 +568,34 @@ def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
     return order, info.key.name
 
 
-def _locate(maildir: str, base: str) -> _Location | None:
-    """Find the current file of a message by its base name (after a move or rename)."""
+def _locate(maildir: str, location: _Location) -> _Location | None:
+    """Find where a listed message is now (after a move or rename), or None if gone.
+
+    The file with its base name and its inode: another file that took the base name
+    (a restored copy, say) is a different message.
+    """
     for subdir in _SCAN_DIRS:
         with os.scandir(os.path.join(maildir, subdir)) as entries:
             for entry in entries:
                 name = entry.name
-                if not name.startswith(".") and _base_name(name) == base:
-                    return _Location(subdir, name, base)
+                if (
+                    not name.startswith(".")
+                    and _base_name(name) == location.base
+                    and entry.inode() == location.ino
+                ):
+                    return _Location(subdir, name, location.base, location.ino)
     return None
 
 
-def _index_by_base(maildir: str) -> dict[str, _Location]:
-    """Map the base name of every file in ``cur/`` and ``new/`` to its location."""
-    index: dict[str, _Location] = {}
-    for subdir in reversed(_SCAN_DIRS):  # cur/ last, so it wins, as in _locate
+def _index_by_base(maildir: str) -> dict[tuple[str, int], _Location]:
+    """Map (base name, inode) of every file in ``cur/`` and ``new/`` to its location."""
+    index: dict[tuple[str, int], _Location] = {}
+    for subdir in _SCAN_DIRS:
         with os.scandir(os.path.join(maildir, subdir)) as entries:
             for entry in entries:
                 if not entry.name.startswith("."):
-                    base = _base_name(entry.name)
-                    index[base] = _Location(subdir, entry.name, base)
+                    base, ino = _base_name(entry.name), entry.inode()
+                    index[base, ino] = _Location(subdir, entry.name, base, ino)
     return index
 
 
@@ -1022,7 +1081,7 @@ class MaildirMailbox(Mailbox):
             opened = self._open_regular(path)
         except FileNotFoundError:
             try:
-                moved = await trio.to_thread.run_sync(_locate, self._path, location.base)
+                moved = await trio.to_thread.run_sync(_locate, self._path, location)
                 if moved is None:
                     raise _message_gone() from None
                 if self._moved is None:
@@ -1069,7 +1128,7 @@ class MaildirMailbox(Mailbox):
         """Unlink the files of ``messages``, then fsync the directories.
 
         A message another program already removed counts as removed; one it moved
-        to ``cur/`` or renamed is found by its base name.  Every message is tried
+        to ``cur/`` or renamed is found by its base name and inode.  Every message is tried
         even if some fail.  No other file is touched.
 
         Raises:
@@ -1112,7 +1171,7 @@ class MaildirMailbox(Mailbox):
         """
         failures = 0
         touched: set[str] = set()
-        index: dict[str, _Location] | None = None  # base name -> file, built on demand
+        index: dict[tuple[str, int], _Location] | None = None  # built on demand
         for location in locations:
             try:
                 try:
@@ -1125,7 +1184,7 @@ class MaildirMailbox(Mailbox):
                 # be found, someone else removed it: that counts as removed.
                 if index is None:
                     index = _index_by_base(self._path)
-                current = index.get(location.base)
+                current = index.get((location.base, location.ino))
                 if current is None:
                     continue
                 try:
@@ -1152,7 +1211,7 @@ class MaildirMailbox(Mailbox):
         ``new/<base>`` becomes ``cur/<base>:2,S``; ``cur/<base>:2,<flags>`` gains
         ``S`` among its flags, which stay in ASCII order.  The base name, and so the
         unique-id, does not change.  A message that already has the flag costs
-        nothing; one another program moved is found by its base name; one that is
+        nothing; one another program moved is found by its base name and inode; one that is
         gone, or whose new name is taken already, is left alone.  A name with any
         other info part than ``2,`` is not touched.  Nothing happens when the store
         was made with ``mark_seen=False``.
@@ -1189,7 +1248,7 @@ class MaildirMailbox(Mailbox):
                         os.rename(source, target)
                     break
                 except FileNotFoundError:
-                    current = _locate(self._path, location.base)
+                    current = _locate(self._path, location)
                     if current is None:  # removed by another program
                         break
                 except OSError as exc:
