@@ -1281,3 +1281,55 @@ async def test_a_moved_message_is_followed_by_inode(root: Path, store: MaildirSt
     finally:
         await mailbox.close()
     assert os.listdir(maildir / "cur") == ["1.a.h:2,RS"]
+
+
+@pytest.mark.parametrize("order", ["restore-then-move", "move-then-restore"])
+async def test_known_message_keeps_its_unique_id_when_moved(
+    root: Path, store: MaildirStore, order: str
+) -> None:
+    """RFC 1939 section 7 (UIDL-04): the message listed under a unique-id keeps it,
+    even when an IMAP client moved it (a new name and ctime) beside a restored copy."""
+    maildir = make_maildir(root)
+    original = put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    assert [m.uid for m in await snapshot(store)] == ["1700000001.M1P1.h"]
+    moved = maildir / "cur" / "1700000001.M1P1.h:2,"
+    wait_for_newer_ctime(original)
+    if order == "restore-then-move":
+        put(maildir, "cur", "1700000001.M1P1.h:2,S", b"Subject: B\n\nB\n")
+        wait_for_newer_ctime(maildir / "cur" / "1700000001.M1P1.h:2,S")
+        os.rename(original, moved)  # the move gives A the newest ctime
+    else:
+        os.rename(original, moved)
+        put(maildir, "new", "1700000001.M1P1.h", b"Subject: B\n\nB\n")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        contents = {m.uid: b"".join(await read_all(mailbox, m)) for m in messages}
+    finally:
+        await mailbox.close()
+    assert contents.pop("1700000001.M1P1.h") == b"Subject: A\n\nA\n"
+    assert list(contents.values()) == [b"Subject: B\n\nB\n"]
+    assert moved.exists()
+
+
+@pytest.mark.rfc("1939", "11")
+async def test_a_file_that_took_the_listed_name_is_not_the_message(root: Path) -> None:
+    # Without the lock: another session's QUIT flags the listed new/X seen (now
+    # cur/X:2,S), then a restore writes a different message at new/X.  The listed
+    # message is the one in cur/; the file at its old name is someone else's.
+    store = MaildirStore(root, lock=False)
+    maildir = make_maildir(root)
+    put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    mailbox = await store.open("alice")
+    try:
+        (message,) = await mailbox.list_messages()
+        os.rename(maildir / "new" / "1700000001.M1P1.h", maildir / "cur" / "1700000001.M1P1.h:2,S")
+        put(maildir, "new", "1700000001.M1P1.h", b"Subject: B restored\n\nB, longer\n")
+        assert b"".join(await read_all(mailbox, message)) == b"Subject: A\n\nA\n"
+        await mailbox.mark_seen([message])
+        await mailbox.remove([message])
+    finally:
+        await mailbox.close()
+    assert os.listdir(maildir / "cur") == []
+    assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
+    assert (maildir / "new" / "1700000001.M1P1.h").read_bytes().startswith(b"Subject: B")

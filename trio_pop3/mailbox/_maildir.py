@@ -453,8 +453,9 @@ def _scan(
                     info = MessageInfo(uid, size, _Location(subdir, name, base, ino))
                     listing[subdir, name] = (_order_key(base), info)
     renamed = False
+    known_inos = _listed_inodes(known) if duplicates else {}
     for found, twin in duplicates:
-        if rename_duplicates and _resolve_duplicate(found, twin, old_listing):
+        if rename_duplicates and _resolve_duplicate(found, twin, known_inos):
             renamed = True
         else:
             logger.warning("Maildir %s: duplicate file %r left out", maildir, found.path)
@@ -474,9 +475,14 @@ class _Found:
     path: str
 
 
-def _resolve_duplicate(
-    found: _Found, twin: _Found, listed_before: Mapping[tuple[str, str], _Listed]
-) -> bool:
+def _listed_inodes(known: _Known | None) -> dict[str, int]:
+    """Unique-id -> inode of each message of the previous listing."""
+    if known is None:
+        return {}
+    return {info.uid: info.key.ino for info in known.messages if isinstance(info.key, _Location)}
+
+
+def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, int]) -> bool:
     """Settle two files with one base name (``twin`` was listed under it); True if changed.
 
     Two names of one file (a hard link) are one message: the extra name ``found`` is
@@ -489,9 +495,10 @@ def _resolve_duplicate(
     1939 section 7: a unique-id is never reused for another message).  As Dovecot
     does, one of them is renamed in its directory to a fresh unique name (see
     :func:`_fresh_base`), so each has a stable unique-id of its own.  The one that
-    keeps the name is the one clients may already know under it: the file the
-    previous listing had, else the one that has been in the Maildir longer (the
-    older ``ctime``, which a restore or copy cannot set), else ``twin``.
+    keeps the name is the one clients may already know under it: the file (inode)
+    the previous listing had under that unique-id (``listed_before``, unique-id ->
+    inode), else the one that has been in the Maildir longer (the older ``ctime``,
+    which a restore or copy cannot set), else ``twin``.
 
     Returns False, leaving both as they are, when either file is gone (another
     program renamed or removed it during the listing) or the rename fails.
@@ -509,8 +516,9 @@ def _resolve_duplicate(
             return False
         logger.warning("Maildir: removed %r, a second name of %r", found.path, twin.path)
         return True
-    found_listed = (found.subdir, found.name) in listed_before
-    twin_listed = (twin.subdir, twin.name) in listed_before
+    known_ino = listed_before.get(_uid_for_base(_base_name(found.name)))
+    found_listed = st.st_ino == known_ino
+    twin_listed = twin_st.st_ino == known_ino
     if found_listed != twin_listed:
         keep_found = found_listed
     else:
@@ -585,6 +593,14 @@ def _locate(maildir: str, location: _Location) -> _Location | None:
                 ):
                     return _Location(subdir, name, location.base, location.ino)
     return None
+
+
+def _is_file(path: str, ino: int) -> bool:
+    """Whether ``path`` names the file ``ino`` (and not another that took its name)."""
+    try:
+        return os.lstat(path).st_ino == ino
+    except FileNotFoundError:
+        return False
 
 
 def _index_by_base(maildir: str) -> dict[tuple[str, int], _Location]:
@@ -1078,7 +1094,7 @@ class MaildirMailbox(Mailbox):
         """
         path = os.path.join(self._path, location.subdir, location.name)
         try:
-            opened = self._open_regular(path)
+            opened = self._open_regular(path, location.ino)
         except FileNotFoundError:
             try:
                 moved = await trio.to_thread.run_sync(_locate, self._path, location)
@@ -1087,7 +1103,8 @@ class MaildirMailbox(Mailbox):
                 if self._moved is None:
                     self._moved = {}
                 self._moved[location.base] = moved
-                opened = self._open_regular(os.path.join(self._path, moved.subdir, moved.name))
+                moved_path = os.path.join(self._path, moved.subdir, moved.name)
+                opened = self._open_regular(moved_path, location.ino)
             except FileNotFoundError:
                 raise _message_gone() from None
             except OSError as exc:
@@ -1097,14 +1114,15 @@ class MaildirMailbox(Mailbox):
         return opened
 
     @staticmethod
-    def _open_regular(path: str) -> tuple[int, int]:
-        """Open ``path`` for reading if it is a regular file (not through a symlink).
+    def _open_regular(path: str, ino: int) -> tuple[int, int]:
+        """Open ``path`` for reading if it is the regular file ``ino`` (not a symlink).
 
         Returns:
             The file descriptor and the file's size.
 
         Raises:
-            FileNotFoundError: no such file.
+            FileNotFoundError: no such file, or another file than ``ino`` (the
+                listed message was moved and another took its name).
             MailboxError: it is a symlink or not a regular file.
         """
         try:
@@ -1116,6 +1134,8 @@ class MaildirMailbox(Mailbox):
             raise
         try:
             st = os.fstat(fd)
+            if st.st_ino != ino:
+                raise FileNotFoundError(errno.ENOENT, "another file took the name", path)
             if not stat.S_ISREG(st.st_mode):
                 logger.error("Maildir message %s is not a regular file: refused", path)
                 raise MailboxError("Cannot read message.")
@@ -1174,12 +1194,14 @@ class MaildirMailbox(Mailbox):
         index: dict[tuple[str, int], _Location] | None = None  # built on demand
         for location in locations:
             try:
-                try:
-                    os.unlink(os.path.join(self._path, location.subdir, location.name))
-                    touched.add(location.subdir)
-                    continue
-                except FileNotFoundError:
-                    pass
+                path = os.path.join(self._path, location.subdir, location.name)
+                if _is_file(path, location.ino):
+                    try:
+                        os.unlink(path)
+                        touched.add(location.subdir)
+                        continue
+                    except FileNotFoundError:
+                        pass
                 # Moved to cur/ or renamed by another program since?  If it cannot
                 # be found, someone else removed it: that counts as removed.
                 if index is None:
@@ -1188,6 +1210,7 @@ class MaildirMailbox(Mailbox):
                 if current is None:
                     continue
                 try:
+                    # (It was the file when the index was made, a moment ago.)
                     os.unlink(os.path.join(self._path, current.subdir, current.name))
                     touched.add(current.subdir)
                 except FileNotFoundError:
@@ -1243,6 +1266,8 @@ class MaildirMailbox(Mailbox):
                 source = os.path.join(self._path, current.subdir, current.name)
                 target = os.path.join(self._path, "cur", seen_name)
                 try:
+                    if not _is_file(source, location.ino):
+                        raise FileNotFoundError(errno.ENOENT, "moved", source)
                     # rename() would replace a file already under that name.
                     if not os.path.lexists(target):
                         os.rename(source, target)
