@@ -1333,3 +1333,30 @@ async def test_a_file_that_took_the_listed_name_is_not_the_message(root: Path) -
     assert os.listdir(maildir / "cur") == []
     assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
     assert (maildir / "new" / "1700000001.M1P1.h").read_bytes().startswith(b"Subject: B")
+
+
+@pytest.mark.rfc("1939", "11")
+async def test_a_new_file_on_a_reused_inode_is_not_the_message(
+    root: Path, store: MaildirStore
+) -> None:
+    # A file made right after an unlink often gets the freed inode: here a restore
+    # rewrites the listed name in place (same inode, another mtime).  It is not the
+    # listed message: not sent under its size, not flagged seen, not removed.
+    maildir = make_maildir(root)
+    path = put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    mailbox = await store.open("alice")
+    try:
+        (message,) = await mailbox.list_messages()
+        inode = path.stat().st_ino
+        path.write_bytes(b"Subject: B restored\n\nB, longer\n")
+        mtime = path.stat().st_mtime_ns
+        os.utime(path, ns=(mtime + 5 * 10**9, mtime + 5 * 10**9))
+        assert path.stat().st_ino == inode
+        with pytest.raises(MailboxError, match="no longer exists"):
+            await read_all(mailbox, message)
+        await mailbox.mark_seen([message])
+        await mailbox.remove([message])
+    finally:
+        await mailbox.close()
+    assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
+    assert path.read_bytes() == b"Subject: B restored\n\nB, longer\n"

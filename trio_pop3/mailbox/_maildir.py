@@ -33,7 +33,8 @@ Guarantees
   a restore), one is renamed to a fresh unique name, as Dovecot does, so both are
   listed and neither unique-id is ever reused for the other: the one clients may
   know under the name keeps it.  A second name of one file (a hard link) is removed.
-  A message another program moved or renamed is found by its base name and inode.
+  A message another program moved or renamed is found by its base name, inode and
+  mtime, which a rename keeps.
 * **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
   the CRLF size and is used as is when ``trust_size_tags`` is on; otherwise the file is
   read once through :class:`~trio_pop3.WireSizeCounter` and the result cached on the
@@ -257,15 +258,25 @@ _Stamp = tuple[int, int, int, int]
 class _Location:
     """Where a listed message was: ``MessageInfo.key`` of a Maildir message.
 
-    ``ino`` tells the message apart from another file that takes its base name
-    later: a message that was moved or renamed is looked for by base name *and*
-    inode, which a rename keeps.
+    ``file_id`` (inode, mtime) tells the message apart from another file that takes
+    its name or its base name later, even one that reuses its freed inode: a message
+    that was moved or renamed is looked for by base name *and* ``file_id``, which a
+    rename keeps.
     """
 
     subdir: str
     name: str
     base: str
-    ino: int
+    file_id: _FileId
+
+
+#: What identifies a message file across renames: (st_ino, st_mtime_ns).  The inode
+#: alone is not enough: a file made right after an unlink often gets the freed one.
+_FileId = tuple[int, int]
+
+
+def _file_id(st: os.stat_result) -> _FileId:
+    return (st.st_ino, st.st_mtime_ns)
 
 
 #: A message of a listing with its delivery-order key (see :func:`_order_key`).
@@ -406,16 +417,13 @@ def _scan(
                     base = _base_name(name)
                     uid = _uid_for_base(base)
                     size = _size_tag(base) if trust_size_tags else None
-                st: os.stat_result | None = None
                 try:
-                    if size is None:
-                        st = entry.stat(follow_symlinks=False)
-                        regular = stat.S_ISREG(st.st_mode)
-                    else:  # d_type from readdir: usually no system call at all
-                        regular = entry.is_file(follow_symlinks=False)
+                    # One lstat, even when the name gives the size: the inode and
+                    # mtime identify the message for the rest of the session.
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # gone since readdir
                     continue
-                if not regular:
+                if not stat.S_ISREG(st.st_mode):
                     continue
                 found = _Found(subdir, name, entry.path)
                 twin = seen.get(uid)
@@ -424,7 +432,7 @@ def _scan(
                         raise _InlineScanAborted
                     duplicates.append((found, twin))
                     continue
-                if st is not None:
+                if size is None:
                     sized_by_name = False
                     stamp = _stamp(st)
                     cached = old_sizes.get(base)
@@ -441,21 +449,21 @@ def _scan(
                         size = measured[1]
                 assert size is not None
                 seen[uid] = found
-                ino = entry.inode()  # from readdir: no system call
+                file_id = _file_id(st)
                 if (
                     previous is not None
                     and previous[1].size == size
                     and isinstance(previous[1].key, _Location)
-                    and previous[1].key.ino == ino
+                    and previous[1].key.file_id == file_id
                 ):
                     listing[subdir, name] = previous
                 else:
-                    info = MessageInfo(uid, size, _Location(subdir, name, base, ino))
+                    info = MessageInfo(uid, size, _Location(subdir, name, base, file_id))
                     listing[subdir, name] = (_order_key(base), info)
     renamed = False
-    known_inos = _listed_inodes(known) if duplicates else {}
+    known_ids = _listed_file_ids(known) if duplicates else {}
     for found, twin in duplicates:
-        if rename_duplicates and _resolve_duplicate(found, twin, known_inos):
+        if rename_duplicates and _resolve_duplicate(found, twin, known_ids):
             renamed = True
         else:
             logger.warning("Maildir %s: duplicate file %r left out", maildir, found.path)
@@ -475,14 +483,16 @@ class _Found:
     path: str
 
 
-def _listed_inodes(known: _Known | None) -> dict[str, int]:
-    """Unique-id -> inode of each message of the previous listing."""
+def _listed_file_ids(known: _Known | None) -> dict[str, _FileId]:
+    """Unique-id -> file id of each message of the previous listing."""
     if known is None:
         return {}
-    return {info.uid: info.key.ino for info in known.messages if isinstance(info.key, _Location)}
+    return {
+        info.uid: info.key.file_id for info in known.messages if isinstance(info.key, _Location)
+    }
 
 
-def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, int]) -> bool:
+def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, _FileId]) -> bool:
     """Settle two files with one base name (``twin`` was listed under it); True if changed.
 
     Two names of one file (a hard link) are one message: the extra name ``found`` is
@@ -495,9 +505,9 @@ def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, 
     1939 section 7: a unique-id is never reused for another message).  As Dovecot
     does, one of them is renamed in its directory to a fresh unique name (see
     :func:`_fresh_base`), so each has a stable unique-id of its own.  The one that
-    keeps the name is the one clients may already know under it: the file (inode)
-    the previous listing had under that unique-id (``listed_before``, unique-id ->
-    inode), else the one that has been in the Maildir longer (the older ``ctime``,
+    keeps the name is the one clients may already know under it: the file the
+    previous listing had under that unique-id (``listed_before``, unique-id -> file
+    id), else the one that has been in the Maildir longer (the older ``ctime``,
     which a restore or copy cannot set), else ``twin``.
 
     Returns False, leaving both as they are, when either file is gone (another
@@ -516,9 +526,9 @@ def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, 
             return False
         logger.warning("Maildir: removed %r, a second name of %r", found.path, twin.path)
         return True
-    known_ino = listed_before.get(_uid_for_base(_base_name(found.name)))
-    found_listed = st.st_ino == known_ino
-    twin_listed = twin_st.st_ino == known_ino
+    known_id = listed_before.get(_uid_for_base(_base_name(found.name)))
+    found_listed = _file_id(st) == known_id
+    twin_listed = _file_id(twin_st) == known_id
     if found_listed != twin_listed:
         keep_found = found_listed
     else:
@@ -579,8 +589,8 @@ def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
 def _locate(maildir: str, location: _Location) -> _Location | None:
     """Find where a listed message is now (after a move or rename), or None if gone.
 
-    The file with its base name and its inode: another file that took the base name
-    (a restored copy, say) is a different message.
+    The file with its base name and its file id: another file that took the base
+    name (a restored copy, say) is a different message.
     """
     for subdir in _SCAN_DIRS:
         with os.scandir(os.path.join(maildir, subdir)) as entries:
@@ -589,29 +599,39 @@ def _locate(maildir: str, location: _Location) -> _Location | None:
                 if (
                     not name.startswith(".")
                     and _base_name(name) == location.base
-                    and entry.inode() == location.ino
+                    and entry.inode() == location.file_id[0]  # free: from readdir
+                    and _entry_id(entry) == location.file_id
                 ):
-                    return _Location(subdir, name, location.base, location.ino)
+                    return _Location(subdir, name, location.base, location.file_id)
     return None
 
 
-def _is_file(path: str, ino: int) -> bool:
-    """Whether ``path`` names the file ``ino`` (and not another that took its name)."""
+def _entry_id(entry: os.DirEntry[str]) -> _FileId | None:
+    """The file id of a directory entry (one ``lstat``), or None if it is gone."""
     try:
-        return os.lstat(path).st_ino == ino
+        return _file_id(entry.stat(follow_symlinks=False))
+    except FileNotFoundError:
+        return None
+
+
+def _is_file(path: str, file_id: _FileId) -> bool:
+    """Whether ``path`` names the file ``file_id`` (not another that took its name)."""
+    try:
+        return _file_id(os.lstat(path)) == file_id
     except FileNotFoundError:
         return False
 
 
-def _index_by_base(maildir: str) -> dict[tuple[str, int], _Location]:
-    """Map (base name, inode) of every file in ``cur/`` and ``new/`` to its location."""
-    index: dict[tuple[str, int], _Location] = {}
+def _index_by_base(maildir: str) -> dict[tuple[str, _FileId], _Location]:
+    """Map (base name, file id) of every file in ``cur/`` and ``new/`` to its location."""
+    index: dict[tuple[str, _FileId], _Location] = {}
     for subdir in _SCAN_DIRS:
         with os.scandir(os.path.join(maildir, subdir)) as entries:
             for entry in entries:
-                if not entry.name.startswith("."):
-                    base, ino = _base_name(entry.name), entry.inode()
-                    index[base, ino] = _Location(subdir, entry.name, base, ino)
+                file_id = None if entry.name.startswith(".") else _entry_id(entry)
+                if file_id is not None:
+                    base = _base_name(entry.name)
+                    index[base, file_id] = _Location(subdir, entry.name, base, file_id)
     return index
 
 
@@ -1094,7 +1114,7 @@ class MaildirMailbox(Mailbox):
         """
         path = os.path.join(self._path, location.subdir, location.name)
         try:
-            opened = self._open_regular(path, location.ino)
+            opened = self._open_regular(path, location.file_id)
         except FileNotFoundError:
             try:
                 moved = await trio.to_thread.run_sync(_locate, self._path, location)
@@ -1104,7 +1124,7 @@ class MaildirMailbox(Mailbox):
                     self._moved = {}
                 self._moved[location.base] = moved
                 moved_path = os.path.join(self._path, moved.subdir, moved.name)
-                opened = self._open_regular(moved_path, location.ino)
+                opened = self._open_regular(moved_path, location.file_id)
             except FileNotFoundError:
                 raise _message_gone() from None
             except OSError as exc:
@@ -1114,15 +1134,15 @@ class MaildirMailbox(Mailbox):
         return opened
 
     @staticmethod
-    def _open_regular(path: str, ino: int) -> tuple[int, int]:
-        """Open ``path`` for reading if it is the regular file ``ino`` (not a symlink).
+    def _open_regular(path: str, file_id: _FileId) -> tuple[int, int]:
+        """Open ``path`` for reading if it is the regular file ``file_id`` (no symlink).
 
         Returns:
             The file descriptor and the file's size.
 
         Raises:
-            FileNotFoundError: no such file, or another file than ``ino`` (the
-                listed message was moved and another took its name).
+            FileNotFoundError: no such file, or another file than ``file_id`` (the
+                listed message was moved or removed, and another took its name).
             MailboxError: it is a symlink or not a regular file.
         """
         try:
@@ -1134,7 +1154,7 @@ class MaildirMailbox(Mailbox):
             raise
         try:
             st = os.fstat(fd)
-            if st.st_ino != ino:
+            if _file_id(st) != file_id:
                 raise FileNotFoundError(errno.ENOENT, "another file took the name", path)
             if not stat.S_ISREG(st.st_mode):
                 logger.error("Maildir message %s is not a regular file: refused", path)
@@ -1148,8 +1168,8 @@ class MaildirMailbox(Mailbox):
         """Unlink the files of ``messages``, then fsync the directories.
 
         A message another program already removed counts as removed; one it moved
-        to ``cur/`` or renamed is found by its base name and inode.  Every message is tried
-        even if some fail.  No other file is touched.
+        to ``cur/`` or renamed is found by its base name, inode and mtime.  Every
+        message is tried even if some fail.  No other file is touched.
 
         Raises:
             MailboxError: some files could not be removed (``[SYS/TEMP]`` "Some
@@ -1191,11 +1211,11 @@ class MaildirMailbox(Mailbox):
         """
         failures = 0
         touched: set[str] = set()
-        index: dict[tuple[str, int], _Location] | None = None  # built on demand
+        index: dict[tuple[str, _FileId], _Location] | None = None  # built on demand
         for location in locations:
             try:
                 path = os.path.join(self._path, location.subdir, location.name)
-                if _is_file(path, location.ino):
+                if _is_file(path, location.file_id):
                     try:
                         os.unlink(path)
                         touched.add(location.subdir)
@@ -1206,7 +1226,7 @@ class MaildirMailbox(Mailbox):
                 # be found, someone else removed it: that counts as removed.
                 if index is None:
                     index = _index_by_base(self._path)
-                current = index.get((location.base, location.ino))
+                current = index.get((location.base, location.file_id))
                 if current is None:
                     continue
                 try:
@@ -1234,7 +1254,7 @@ class MaildirMailbox(Mailbox):
         ``new/<base>`` becomes ``cur/<base>:2,S``; ``cur/<base>:2,<flags>`` gains
         ``S`` among its flags, which stay in ASCII order.  The base name, and so the
         unique-id, does not change.  A message that already has the flag costs
-        nothing; one another program moved is found by its base name and inode; one that is
+        nothing; one another program moved is found by its base name and file id; one that is
         gone, or whose new name is taken already, is left alone.  A name with any
         other info part than ``2,`` is not touched.  Nothing happens when the store
         was made with ``mark_seen=False``.
@@ -1266,7 +1286,7 @@ class MaildirMailbox(Mailbox):
                 source = os.path.join(self._path, current.subdir, current.name)
                 target = os.path.join(self._path, "cur", seen_name)
                 try:
-                    if not _is_file(source, location.ino):
+                    if not _is_file(source, location.file_id):
                         raise FileNotFoundError(errno.ENOENT, "moved", source)
                     # rename() would replace a file already under that name.
                     if not os.path.lexists(target):
