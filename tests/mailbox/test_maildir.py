@@ -866,7 +866,8 @@ async def test_foreign_message_rejected(root: Path, store: MaildirStore) -> None
     mailbox = await store.open("alice")
     try:
         await mailbox.list_messages()
-        forged = MessageInfo("1.x.h", 3, _maildir._Location("new", "../../etc/passwd", "1.x.h", 1))
+        where = _maildir._Location("new", "../../etc/passwd", "1.x.h", (1, 0, 0))
+        forged = MessageInfo("1.x.h", 3, where)
         with pytest.raises(ValueError, match="not from this maildrop"):
             await read_all(mailbox, forged)
         with pytest.raises(ValueError, match="not from this maildrop"):
@@ -1359,4 +1360,27 @@ async def test_a_new_file_on_a_reused_inode_is_not_the_message(
     finally:
         await mailbox.close()
     assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
+    assert path.read_bytes() == b"Subject: B restored\n\nB, longer\n"
+
+
+@pytest.mark.rfc("1939", "11")
+async def test_a_restore_that_keeps_inode_and_mtime_is_not_the_message(
+    root: Path, store: MaildirStore
+) -> None:
+    # A restore that keeps timestamps (tar, cp -p, rsync -a) may also repeat the mtime
+    # on a reused inode: the size still tells the files apart, so RETR can never send
+    # a body that disagrees with its "+OK n octets".
+    maildir = make_maildir(root)
+    path = put(maildir, "new", "1700000001.M1P1.h", b"Subject: A\n\nA\n")
+    os.utime(path, (1_700_000_001, 1_700_000_001))
+    mailbox = await store.open("alice")
+    try:
+        (message,) = await mailbox.list_messages()
+        path.write_bytes(b"Subject: B restored\n\nB, longer\n")
+        os.utime(path, (1_700_000_001, 1_700_000_001))
+        with pytest.raises(MailboxError, match="no longer exists"):
+            await read_all(mailbox, message)
+        await mailbox.remove([message])
+    finally:
+        await mailbox.close()
     assert path.read_bytes() == b"Subject: B restored\n\nB, longer\n"

@@ -33,8 +33,8 @@ Guarantees
   a restore), one is renamed to a fresh unique name, as Dovecot does, so both are
   listed and neither unique-id is ever reused for the other: the one clients may
   know under the name keeps it.  A second name of one file (a hard link) is removed.
-  A message another program moved or renamed is found by its base name, inode and
-  mtime, which a rename keeps.
+  A message another program moved or renamed is found by its base name, inode,
+  mtime and size, which a rename keeps.
 * **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
   the CRLF size and is used as is when ``trust_size_tags`` is on; otherwise the file is
   read once through :class:`~trio_pop3.WireSizeCounter` and the result cached on the
@@ -258,10 +258,10 @@ _Stamp = tuple[int, int, int, int]
 class _Location:
     """Where a listed message was: ``MessageInfo.key`` of a Maildir message.
 
-    ``file_id`` (inode, mtime) tells the message apart from another file that takes
-    its name or its base name later, even one that reuses its freed inode: a message
-    that was moved or renamed is looked for by base name *and* ``file_id``, which a
-    rename keeps.
+    ``file_id`` (inode, mtime, size) tells the message apart from another file that
+    takes its name or its base name later, even one that reuses its freed inode: a
+    message that was moved or renamed is looked for by base name *and* ``file_id``,
+    which a rename keeps.
     """
 
     subdir: str
@@ -270,13 +270,14 @@ class _Location:
     file_id: _FileId
 
 
-#: What identifies a message file across renames: (st_ino, st_mtime_ns).  The inode
-#: alone is not enough: a file made right after an unlink often gets the freed one.
-_FileId = tuple[int, int]
+#: What identifies a message file across renames: (st_ino, st_mtime_ns, st_size).
+#: The inode alone is not enough: a file made right after an unlink often gets the
+#: freed one; and a restore that keeps timestamps may also repeat the mtime.
+_FileId = tuple[int, int, int]
 
 
 def _file_id(st: os.stat_result) -> _FileId:
-    return (st.st_ino, st.st_mtime_ns)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 #: A message of a listing with its delivery-order key (see :func:`_order_key`).
@@ -418,8 +419,8 @@ def _scan(
                     uid = _uid_for_base(base)
                     size = _size_tag(base) if trust_size_tags else None
                 try:
-                    # One lstat, even when the name gives the size: the inode and
-                    # mtime identify the message for the rest of the session.
+                    # One lstat, even when the name gives the size: inode, mtime
+                    # and size identify the message for the rest of the session.
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # gone since readdir
                     continue
@@ -1168,8 +1169,8 @@ class MaildirMailbox(Mailbox):
         """Unlink the files of ``messages``, then fsync the directories.
 
         A message another program already removed counts as removed; one it moved
-        to ``cur/`` or renamed is found by its base name, inode and mtime.  Every
-        message is tried even if some fail.  No other file is touched.
+        to ``cur/`` or renamed is found by its base name, inode, mtime and size.
+        Every message is tried even if some fail.  No other file is touched.
 
         Raises:
             MailboxError: some files could not be removed (``[SYS/TEMP]`` "Some
