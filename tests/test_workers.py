@@ -28,10 +28,6 @@ from interop.conftest import (
 #: Workers started in these tests: the smallest number that has "another worker".
 WORKERS = 2
 
-#: Connections tried before giving up on reaching both workers; each lands on a
-#: worker at random, so 40 leave a chance of about 2**-39 of a false failure.
-MAX_PROBES = 40
-
 
 @pytest.fixture
 def config(tmp_path: Path) -> MailSetup:
@@ -71,6 +67,12 @@ def worker_of(log: str, port: int) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def login_worker(log: str, user: str) -> int | None:
+    """The pid of the worker that logged ``user`` in (the first such login)."""
+    match = re.search(rf"trio-pop3\[(\d+)\]: INFO login: user={re.escape(user)} ", log)
+    return int(match.group(1)) if match else None
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_maildrop_lock_is_exclusive_across_workers(
     config: MailSetup, server_factory: ServerFactory
@@ -79,26 +81,27 @@ def test_maildrop_lock_is_exclusive_across_workers(
     wait_for(lambda: all_listening(server), what="workers to start")
     account = config.new_account([b"Subject: one\n\nbody\n"])
     holder = pop3_login(server, account)
-    served_by: set[int] = set()
+    wait_for(lambda: login_worker(server.stderr, account.user) is not None, what="login log")
+    holding = login_worker(server.stderr, account.user)
+    assert holding is not None
+    # The workers share one listening socket, and whichever is awake accepts: stop
+    # the holder's worker, so the next connection can only reach another one.
+    os.kill(holding, signal.SIGSTOP)
     try:
-        for _ in range(MAX_PROBES):
-            probe = server.connect()
-            port: int = probe.sock.getsockname()[1]
-            probe.user(account.user)
-            with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
-                probe.pass_(account.password)
-            probe.quit()
-            wait_for(partial(logged_end, server, port), what="session log")
-            pid = worker_of(server.stderr, port)
-            assert pid is not None
-            served_by.add(pid)
-            if len(served_by) == WORKERS:
-                break
-        # Both workers refused the second login: one of them is not the holder's.
-        assert len(served_by) == WORKERS, served_by
-        assert holder.stat()[0] == 1
+        probe = server.connect()
+        port: int = probe.sock.getsockname()[1]
+        probe.user(account.user)
+        with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+            probe.pass_(account.password)
+        probe.quit()
+        wait_for(partial(logged_end, server, port), what="session log")
+        served_by = worker_of(server.stderr, port)
+        assert served_by is not None
+        assert served_by != holding  # refused by another process than the holder's
     finally:
-        holder.quit()
+        os.kill(holding, signal.SIGCONT)
+    assert holder.stat()[0] == 1
+    holder.quit()
     # Released: the next login succeeds, whichever worker serves it.
     client = pop3_login(server, account)
     client.quit()
