@@ -383,8 +383,8 @@ def _scan(
         inline: Running in the event loop: raise :class:`_InlineScanAborted` rather than
             list more than :data:`_INLINE_SCAN_LIMIT` files, read any file or rename a
             duplicate.
-        rename_duplicates: Give a second file with a listed base name a new unique
-            name (see :func:`_rename_duplicate`) and list again; else leave it out.
+        rename_duplicates: Settle a second file with a listed base name (see
+            :func:`_resolve_duplicate`) and list again; else leave it out.
 
     Raises:
         OSError: a directory cannot be listed or a message cannot be read.
@@ -1255,9 +1255,9 @@ class MaildirMailbox(Mailbox):
         ``new/<base>`` becomes ``cur/<base>:2,S``; ``cur/<base>:2,<flags>`` gains
         ``S`` among its flags, which stay in ASCII order.  The base name, and so the
         unique-id, does not change.  A message that already has the flag costs
-        nothing; one another program moved is found by its base name and file id; one that is
-        gone, or whose new name is taken already, is left alone.  A name with any
-        other info part than ``2,`` is not touched.  Nothing happens when the store
+        nothing; one another program moved is found by its base name and file id;
+        one that is gone, or whose new name is taken already, is left alone.  A name
+        with any other info part than ``2,`` is not touched.  Nothing happens when the store
         was made with ``mark_seen=False``.
 
         Error handling:
