@@ -407,10 +407,9 @@ def _scram_make(password: bytes, rounds: int | None) -> bytes:
     iterations = SCRAM_ITERATIONS if rounds is None else rounds
     if iterations < SCRAM_MIN_ITERATIONS:
         raise ValueError(f"SCRAM-SHA-256 needs at least {SCRAM_MIN_ITERATIONS} iterations")
-    # SASLprep'd so SASL SCRAM-SHA-256 clients can log in (RFC 5802 section 2.2);
-    # passwords it refuses are kept as they are, for USER/PASS and Dovecot.
-    prepared = _scram_prepare(password, stored=True)
-    creds = _scram_derive(prepared or password, secrets.token_bytes(SALT_SIZE), iterations)
+    # hash_password hands over the SASLprep form (_stored_form), which SASL
+    # SCRAM-SHA-256 clients derive their keys from (RFC 5802 section 2.2).
+    creds = _scram_derive(password, secrets.token_bytes(SALT_SIZE), iterations)
     return _scram_to_stored(creds).removeprefix("{SCRAM-SHA-256}").encode("ascii")
 
 
