@@ -50,8 +50,9 @@ def parse_message_number(arg: str) -> int:
     return int(arg)
 
 
-#: The deletion marks of a maildrop with none: shared, so an idle session owns no set.
-_NOTHING_DELETED: frozenset[int] = frozenset()
+#: The deletion (or retrieval) marks of a maildrop with none: shared, so an idle
+#: session owns no set.
+_NO_MARKS: frozenset[int] = frozenset()
 
 
 class Maildrop(Generic[M]):
@@ -64,8 +65,8 @@ class Maildrop(Generic[M]):
         self._messages = messages if isinstance(messages, tuple) else tuple(messages)
         # No set until the first DELE: most sessions delete nothing, and an empty set
         # is 216 bytes of every idle session.
-        self._deleted: AbstractSet[int] = _NOTHING_DELETED
-        self._retrieved: AbstractSet[int] = _NOTHING_DELETED  # likewise, until a RETR
+        self._deleted: AbstractSet[int] = _NO_MARKS
+        self._retrieved: AbstractSet[int] = _NO_MARKS  # likewise, until a RETR
         self._total = sum(m.size for m in self._messages)
 
     def __len__(self) -> int:
@@ -123,7 +124,7 @@ class Maildrop(Generic[M]):
 
     def reset(self) -> None:
         """Unmark every message (RSET-01)."""
-        self._deleted = _NOTHING_DELETED
+        self._deleted = _NO_MARKS
         self._total = sum(m.size for m in self._messages)
 
     def deleted(self) -> list[M]:
