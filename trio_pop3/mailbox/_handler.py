@@ -292,11 +292,14 @@ class MailboxHandler(POP3Handler):
             raise
         except AuthenticationFailed:
             await self.login_failed(exchange.recorder.user or "-")
-        await self.login(user if self.username_format is None else self.username_format(user))
+        await self.login(self._formatted(user))
 
     def _login_name(self, sent: str) -> str:
         """The user name to log in as, from the name the client sent (USER, APOP)."""
-        user = _prepare(sent)
+        return self._formatted(_prepare(sent))
+
+    def _formatted(self, user: str) -> str:
+        """``user`` passed through :attr:`username_format`, if there is one."""
         return user if self.username_format is None else self.username_format(user)
 
     async def login_failed(self, user: str) -> NoReturn:
@@ -648,15 +651,13 @@ class _RecordingAuthenticator(Authenticator):
     mechanisms look users up as USER and APOP do.
     """
 
-    def __init__(self, inner: Authenticator, username_format: Callable[[str], str] | None) -> None:
+    def __init__(self, inner: Authenticator, formatted: Callable[[str], str]) -> None:
         self.inner = inner
-        self.format = username_format
+        self.formatted = formatted
         self.user: str | None = None
 
     def _record(self, user: str) -> str:
-        if self.format is not None:
-            user = self.format(user)
-        self.user = user
+        self.user = user = self.formatted(user)
         return user
 
     async def check_password(self, user: str, password: str) -> bool:
@@ -679,7 +680,7 @@ class _Exchange:
 
     def __post_init__(self) -> None:
         handler = self.handler
-        self.recorder = _RecordingAuthenticator(handler.authenticator, handler.username_format)
+        self.recorder = _RecordingAuthenticator(handler.authenticator, handler._formatted)
 
     @property
     def secure(self) -> bool:
