@@ -188,6 +188,11 @@ def _host_part() -> str:
     return host.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
 
 
+def _unique_name(seconds: int, usec: int, extra: str = "") -> str:
+    """Return a standard unique name, ``<seconds>.M<usec>P<pid>Q<counter><extra>.<host>``."""
+    return f"{seconds}.M{usec}P{os.getpid()}Q{next(_delivery_counter)}{extra}.{_host_part()}"
+
+
 def _base_name(name: str) -> str:
     """Return the part of a Maildir file name before the ``:`` info part."""
     base = name.partition(":")[0]
@@ -575,9 +580,7 @@ def _fresh_base(base: str) -> str:
     last_part = base.rpartition(".")[2]
     comma = last_part.find(",")
     tags = last_part[comma:] if comma >= 0 else ""
-    random = secrets.token_hex(_RENAME_RANDOM_BYTES)
-    unique = f"M{usec}P{os.getpid()}Q{next(_delivery_counter)}R{random}"
-    return f"{seconds}.{unique}.{_host_part()}{tags}"
+    return _unique_name(seconds, usec, f"R{secrets.token_hex(_RENAME_RANDOM_BYTES)}") + tags
 
 
 def _listed_order(listed: _Listed) -> tuple[tuple[int, int, int, str], str]:
@@ -1374,7 +1377,7 @@ def deliver(
         os.makedirs(os.path.join(path, subdir), _DIR_MODE, exist_ok=True)
     usec_total = time.time_ns() // 1000
     seconds, usec = divmod(usec_total, 1_000_000)
-    name = f"{seconds}.M{usec}P{os.getpid()}Q{next(_delivery_counter)}.{_host_part()}"
+    name = _unique_name(seconds, usec)
     if size_tags:
         name += f",S={len(message_bytes)},W={wire_size(message_bytes)}"
     tmp_path = os.path.join(path, "tmp", name)
