@@ -1290,18 +1290,18 @@ class MaildirMailbox(Mailbox):
                 source = os.path.join(self._path, current.subdir, current.name)
                 target = os.path.join(self._path, "cur", seen_name)
                 try:
-                    if not _is_file(source, location.file_id):
-                        raise FileNotFoundError(errno.ENOENT, "moved", source)
-                    # rename() would replace a file already under that name.
-                    if not os.path.lexists(target):
-                        os.rename(source, target)
-                    break
-                except FileNotFoundError:
-                    current = _locate(self._path, location)
-                    if current is None:  # removed by another program
+                    if _is_file(source, location.file_id):
+                        # rename() would replace a file already under that name.
+                        if not os.path.lexists(target):
+                            os.rename(source, target)
                         break
+                except FileNotFoundError:
+                    pass  # moved meanwhile: look for it
                 except OSError as exc:
                     logger.error("Maildir %s: cannot flag %s seen: %s", self._path, source, exc)
+                    break
+                current = _locate(self._path, location)
+                if current is None:  # removed by another program
                     break
 
     async def close(self) -> None:
