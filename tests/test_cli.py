@@ -42,6 +42,7 @@ from interop.conftest import (
 from pop3_support import memory_session
 
 import trio_pop3
+from trio_pop3 import _crypt3
 from trio_pop3._cli import DEMO_MESSAGES
 from trio_pop3._passwd import PasswdFile, PasswdFileAuthenticator, hash_password, verify_password
 from trio_pop3.mailbox import MailboxHandler, MemoryStore
@@ -255,6 +256,47 @@ def test_hash_password(scheme: str) -> None:
     assert stored.startswith("{PLAIN.B64}" if scheme == "PLAIN" else "{" + scheme + "}")
     assert verify_password(stored, password)
     assert not verify_password(stored, password + "x")
+
+
+#: ``doveadm pw -s SHA512-CRYPT -p secret``, written bare as in /etc/shadow: Dovecot's
+#: passwd-file reads it as CRYPT, its default scheme.
+BARE_SHA512_CRYPT = (
+    "$6$LlR1hMZw.OGW4X0O$Swehevo9sip32Nlr8a2YprMtfo03gDnqiGxbh6fEHJVMhMnlO"
+    ".41qWN.6hvl1gyXmjT4CdExSulSfPFmqsVWC1"
+)
+
+
+@pytest.mark.skipif(not _crypt3.available(), reason="no crypt(3) here")
+def test_crypt_entries_log_in_with_poplib(
+    config: MailSetup, server_factory: ServerFactory
+) -> None:
+    # Existing Dovecot files with SHA512-CRYPT (its most common scheme) and bare
+    # crypt(3) hashes work as they are; hash-password makes such entries too.
+    result = run_cli("hash-password", "--scheme", "SHA512-CRYPT", "--password", "wonderland")
+    assert result.returncode == 0, result.stderr
+    made = result.stdout.decode().strip()
+    assert made.startswith("{SHA512-CRYPT}$6$")
+    with config.passwd.open("a") as passwd:
+        passwd.write(f"carol:{made}\ndave:{BARE_SHA512_CRYPT}\n")
+    config.passwords.update(carol="wonderland", dave="secret")
+    accounts = [config.account(user, [b"Subject: hi\n\nhello\n"]) for user in ("carol", "dave")]
+    proc = server_factory(config)
+    for account in accounts:
+        client = proc.connect()
+        client.user(account.user)
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+            client.pass_(BARE_SHA512_CRYPT)  # the hash itself is no password
+        client.quit()
+        client = proc.connect()
+        client.user(account.user)
+        client.pass_(account.password)
+        assert client.stat() == (1, len(b"Subject: hi\r\n\r\nhello\r\n"))
+        client.quit()
+
+
+def test_hash_password_refuses_des_crypt() -> None:
+    result = run_cli("hash-password", "--scheme", "DES-CRYPT", "--password", "secret")
+    assert_one_error_line(result, "DES-CRYPT reads only 8 characters of a password")
 
 
 @pytest.mark.parametrize("password", ["a:b", "a\rb", "a\nb", "\r\n:"])

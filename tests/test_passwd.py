@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import logging
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ import trio.testing
 from hypothesis import given, strategies as st
 from pop3_support import Client, memory_session
 
-from trio_pop3 import _passwd, _schemes
+from trio_pop3 import _crypt3, _passwd, _schemes
 from trio_pop3._mailbox import check_offered_password
 from trio_pop3._passwd import (
     ARGON2_MEMORY_COST,
@@ -174,7 +176,8 @@ SAME_PASSWORD_TYPED_TWO_WAYS = [
 @pytest.mark.rfc("4616", "2")
 @pytest.mark.rfc("6856", "2.2")
 @pytest.mark.parametrize(
-    "scheme", [*FAST_SCHEMES, "BLF-CRYPT", "ARGON2ID", "ARGON2I", "SCRAM-SHA-256"]
+    "scheme",
+    [*FAST_SCHEMES, "BLF-CRYPT", "ARGON2ID", "ARGON2I", "SCRAM-SHA-256", "SHA512-CRYPT", "PBKDF2"],
 )
 @pytest.mark.parametrize(("one", "other"), SAME_PASSWORD_TYPED_TWO_WAYS)
 def test_hash_password_stores_the_saslprep_form(scheme: str, one: str, other: str) -> None:
@@ -242,7 +245,13 @@ def test_unsalted_digest_also_accepts_hex_without_suffix() -> None:
     assert verify_password("{SHA512}" + hashlib.sha512(b"secret").hexdigest(), "secret")
 
 
-@pytest.mark.parametrize("scheme", [*sorted(SUPPORTED_SCHEMES), "SHA512.HEX", "SSHA256.HEX"])
+#: Schemes that verify but never make a hash (see test_des_crypt_is_verify_only).
+VERIFY_ONLY = {"DES-CRYPT"}
+
+
+@pytest.mark.parametrize(
+    "scheme", [*sorted(SUPPORTED_SCHEMES - VERIFY_ONLY), "SHA512.HEX", "SSHA256.HEX"]
+)
 def test_round_trip(scheme: str) -> None:
     stored = cheap_hash("Tr0ub4dor&3 ünïcode", scheme)
     assert stored.startswith("{" + scheme + "}")
@@ -252,7 +261,8 @@ def test_round_trip(scheme: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "scheme", ["SSHA256", "SSHA512", "SCRAM-SHA-256", "BLF-CRYPT", "ARGON2ID"]
+    "scheme",
+    ["SSHA256", "SSHA512", "SCRAM-SHA-256", "BLF-CRYPT", "ARGON2ID", "SHA512-CRYPT", "PBKDF2"],
 )
 def test_salted_hashes_differ(scheme: str) -> None:
     assert cheap_hash("secret", scheme) != cheap_hash("secret", scheme)
@@ -372,7 +382,7 @@ def test_malformed_stored_never_matches(stored: str) -> None:
     ("stored", "shown"),
     [
         ("{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=", "'SHA1'"),
-        ("{MD5-CRYPT}$1$abc$xyz", "'MD5-CRYPT'"),
+        ("{SMD5}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "'SMD5'"),
         ("{SHA256.FOO}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=", "'SHA256.FOO'"),
         ("{}secret", "''"),
     ],
@@ -412,6 +422,183 @@ def test_missing_optional_library(
 def test_unsupported_scheme_is_a_value_error() -> None:
     assert issubclass(UnsupportedScheme, ValueError)
     assert issubclass(PasswdFileError, ValueError)
+
+
+# --------------------------------------------------------------------------------------
+# crypt(3) schemes and PBKDF2, verified as Dovecot verifies them
+
+needs_libcrypt = pytest.mark.skipif(not _crypt3.available(), reason="no crypt(3) here")
+
+#: From ``doveadm pw -s <SCHEME> -p <password>`` (Dovecot 2.3.19.1, Debian 12); a
+#: bare hash is how /etc/shadow, ``openssl passwd -6`` and older Dovecot setups
+#: write them, and Dovecot's passwd-file reads it as CRYPT, its default scheme.
+DOVEADM_CRYPT_VECTORS: list[tuple[str, str]] = [
+    (
+        "secret",
+        "{SHA512-CRYPT}$6$LlR1hMZw.OGW4X0O$Swehevo9sip32Nlr8a2YprMtfo03gDnqiGxbh6fEHJVMhMnlO"
+        ".41qWN.6hvl1gyXmjT4CdExSulSfPFmqsVWC1",
+    ),
+    ("secret", "{SHA256-CRYPT}$5$QBAZXyD04OJnmBm2$0.LzSrD2s2euaIRGmOdNzCKln132s9d6OJCVoT71iS6"),
+    ("secret", "{MD5-CRYPT}$1$HKGfhV4V$2eWW2LHfZofNmPj/HZ2eT1"),
+    ("secret", "{DES-CRYPT}e4QvoNNBFLuwQ"),
+    ("secret", "{CRYPT}$2y$05$F7kVPnoneYFrdGjHMkjF3eFyg9h6sZYOcL9N8sSynmhVmWOr/8lE6"),
+    (
+        "secret",
+        "$6$LlR1hMZw.OGW4X0O$Swehevo9sip32Nlr8a2YprMtfo03gDnqiGxbh6fEHJVMhMnlO"
+        ".41qWN.6hvl1gyXmjT4CdExSulSfPFmqsVWC1",
+    ),
+    (
+        "secret",
+        "{sha512-crypt}$6$rounds=7000$s5qUHZv.CapsW7PJ$E0s2zia5qPfoigz2NSsEPrQ4yOGf2ww9E2bKo2j"
+        "HbhFwzQq61gyzAZKvkDufMG9f6NiBIrVU9vw2jfEW/as0k1",
+    ),
+    (
+        "pässword",
+        "{SHA512-CRYPT}$6$U9YhxuU6A6JK4kjd$s07snCkLs3PLSH2waX0H/dpTK7E/B01Asda9776dhy0zjJ79vf83o"
+        "OM89bpaDu0aFw13tzaOaG03TsVWkDKN20",
+    ),
+]
+
+#: ``doveadm pw -s PBKDF2 -p secret``: PBKDF2 needs no crypt(3).
+DOVEADM_PBKDF2 = "{PBKDF2}$1$zKpcKh4L1I4SdXjG$5000$b43564b74d767e5a46b1e7321dbb7a1027c68e67"
+
+
+@needs_libcrypt
+@pytest.mark.parametrize(("password", "stored"), DOVEADM_CRYPT_VECTORS)
+def test_doveadm_crypt_vectors_verify(password: str, stored: str) -> None:
+    assert verify_password(stored, password)
+    assert not verify_password(stored, password.upper())
+    assert not verify_password(stored, stored)  # the hash itself is no password
+    assert not verify_password(stored, "")
+
+
+def test_doveadm_pbkdf2_vector_verifies() -> None:
+    assert verify_password(DOVEADM_PBKDF2, "secret")
+    assert not verify_password(DOVEADM_PBKDF2, "Secret")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{PBKDF2}",
+        "{PBKDF2}$1$zKpcKh4L1I4SdXjG$5000$",
+        "{PBKDF2}$1$$5000$b43564b74d767e5a46b1e7321dbb7a1027c68e67",
+        "{PBKDF2}$2$zKpcKh4L1I4SdXjG$5000$b43564b74d767e5a46b1e7321dbb7a1027c68e67",
+        "{PBKDF2}$1$zKpcKh4L1I4SdXjG$0$b43564b74d767e5a46b1e7321dbb7a1027c68e67",
+        "{PBKDF2}$1$zKpcKh4L1I4SdXjG$-5000$b43564b74d767e5a46b1e7321dbb7a1027c68e67",
+        "{PBKDF2}$1$zKpcKh4L1I4SdXjG$5000$b43564b74d767e5a46b1e7321dbb7a1027c68e6",
+        "{PBKDF2}$1$zKpcKh4L1I4SdXjG$5000$b43564b74d767e5a46b1e7321dbb7a1027c68e67$",
+    ],
+)
+def test_malformed_pbkdf2_never_matches(stored: str) -> None:
+    assert verify_password(stored, "secret") is False
+
+
+@needs_libcrypt
+@pytest.mark.parametrize(
+    "stored",
+    ["{SHA512-CRYPT}garbage", "{SHA512-CRYPT}$6$", "{CRYPT}*0", "{CRYPT}*1", "$6$salt$hash"],
+)
+def test_malformed_crypt_never_matches(stored: str) -> None:
+    # libxcrypt answers a setting it cannot use with "*0" or "*1": never a match.
+    for password in ("secret", "", stored, "*0", "*1"):
+        assert verify_password(stored, password) is False
+
+
+@needs_libcrypt
+def test_crypt_password_with_nul_never_matches() -> None:
+    # C would see only the part before the NUL, so "abc\0anything" would match "abc".
+    stored = hash_password("abc", "SHA512-CRYPT")
+    assert verify_password(stored, "abc")
+    assert not verify_password(stored, "abc\x00anything")
+
+
+@needs_libcrypt
+@pytest.mark.parametrize(
+    ("scheme", "prefix"),
+    [("SHA512-CRYPT", "$6$"), ("CRYPT", "$6$"), ("SHA256-CRYPT", "$5$"), ("MD5-CRYPT", "$1$")],
+)
+def test_crypt_hashes_made_here(scheme: str, prefix: str) -> None:
+    stored = hash_password("secret", scheme)
+    data = stored.removeprefix("{" + scheme + "}")
+    assert data.startswith(prefix)
+    salt = data[len(prefix) :].split("$")[0]
+    assert len(salt) == (8 if scheme == "MD5-CRYPT" else 16)
+    # As the C library itself computes it (what Dovecot compares against).
+    assert _crypt3.crypt(b"secret", data.encode()) == data.encode()
+
+
+@needs_libcrypt
+def test_sha_crypt_rounds() -> None:
+    stored = hash_password("secret", "SHA256-CRYPT", rounds=6000)
+    assert stored.startswith("{SHA256-CRYPT}$5$rounds=6000$")
+    assert verify_password(stored, "secret")
+    for rounds in (999, 1_000_000_000):
+        with pytest.raises(ValueError, match="rounds must be 1000 to 999999999"):
+            hash_password("secret", "SHA512-CRYPT", rounds=rounds)
+    with pytest.raises(ValueError, match="takes no rounds"):
+        hash_password("secret", "MD5-CRYPT", rounds=5000)
+
+
+def test_pbkdf2_made_here() -> None:
+    stored = hash_password("secret", "PBKDF2")
+    _, _, salt, rounds, key = stored.split("$")
+    assert (len(salt), rounds, len(key)) == (16, "5000", 40)
+    assert key == hashlib.pbkdf2_hmac("sha1", b"secret", salt.encode(), 5000).hex()
+    assert hash_password("secret", "PBKDF2", rounds=7).split("$")[3] == "7"
+    with pytest.raises(ValueError, match="PBKDF2 rounds"):
+        hash_password("secret", "PBKDF2", rounds=0)
+
+
+@needs_libcrypt
+def test_des_crypt_is_verify_only() -> None:
+    # DES reads 8 characters of a password: never make one, but read Dovecot's.
+    with pytest.raises(ValueError, match="DES-CRYPT reads only 8 characters"):
+        hash_password("secret", "DES-CRYPT")
+
+
+@pytest.mark.skipif(shutil.which("doveadm") is None, reason="needs Dovecot's doveadm")
+@pytest.mark.parametrize(
+    "scheme", ["SHA512-CRYPT", "SHA256-CRYPT", "MD5-CRYPT", "CRYPT", "PBKDF2"]
+)
+def test_doveadm_verifies_hashes_made_here(scheme: str) -> None:
+    stored = hash_password("pässword", scheme)
+    result = subprocess.run(
+        ["doveadm", "pw", "-t", stored, "-p", "pässword"], capture_output=True, check=False
+    )
+    assert result.returncode == 0, result
+    assert b"(verified)" in result.stdout
+
+
+def test_crypt_schemes_need_libcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_crypt3, "available", lambda: False)
+    bare = DOVEADM_CRYPT_VECTORS[5][1]
+    for stored in (DOVEADM_CRYPT_VECTORS[0][1], bare):
+        with pytest.raises(UnsupportedScheme, match=r"needs the system's crypt\(3\)") as info:
+            verify_password(stored, "secret")
+        assert info.value.extra is None
+    with pytest.raises(UnsupportedScheme, match="SHA256-CRYPT needs"):
+        hash_password("secret", "SHA256-CRYPT")
+    assert verify_password(DOVEADM_PBKDF2, "secret")  # hashlib only
+
+
+@needs_libcrypt
+async def test_crypt_entries_log_in(tmp_path: Path) -> None:
+    # Hashes in worker threads, like every slow scheme: USER/PASS, PLAIN and LOGIN.
+    path = tmp_path / "passwd"
+    path.write_text(
+        f"alice:{DOVEADM_CRYPT_VECTORS[0][1]}\nbob:{DOVEADM_CRYPT_VECTORS[5][1]}\n"
+        f"carol:{DOVEADM_PBKDF2}\n",
+        encoding="utf-8",
+    )
+    for method in LOGIN_METHODS:
+        for user in ("alice", "bob", "carol"):
+            async with memory_session(passwd_handler(path)) as s:
+                reply = await log_in(s.client, method, user, "secret")
+                assert reply.startswith("+OK Logged in"), (method, user, reply)
+            async with memory_session(passwd_handler(path)) as s:
+                reply = await log_in(s.client, method, user, "Secret")
+                assert reply == "-ERR [AUTH] Authentication failed.", (method, user, reply)
 
 
 # --------------------------------------------------------------------------------------
@@ -883,7 +1070,7 @@ async def test_unsupported_schemes_are_logged_and_fail(
     path.write_text(
         f"alice:{DOVEADM_BCRYPT}\nbob:{DOVEADM_BCRYPT}\n"
         "carol:{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=\ndave:{PLAIN}ok\n"
-        "erin:$6$salt$hash\n"
+        "erin:$argon2id$v=19$m=65536,t=3,p=1$n7GgOx/gRBdBjw/I+FybBg$Vvwc\n"
     )
     with caplog.at_level(logging.WARNING, logger="trio_pop3._passwd"):
         auth = PasswdFileAuthenticator(path)
@@ -894,9 +1081,12 @@ async def test_unsupported_schemes_are_logged_and_fail(
     messages = [r.getMessage() for r in caplog.records]
     assert any("line 1" in m and "trio-pop3[bcrypt]" in m and "2 users" in m for m in messages)
     assert any("line 3" in m and "'SHA1'" in m for m in messages)
-    # A bare crypt(3) hash is Dovecot's default CRYPT scheme, never a PLAIN password.
-    assert any("line 5" in m and "'CRYPT'" in m for m in messages)
-    assert not await auth.check_password("erin", "$6$salt$hash")
+    # A bare hash is Dovecot's default CRYPT scheme, never a PLAIN password, and an
+    # Argon2 hash is one CRYPT cannot verify.
+    assert any("line 5" in m and "CRYPT needs {ARGON2ID}" in m for m in messages)
+    assert not await auth.check_password(
+        "erin", "$argon2id$v=19$m=65536,t=3,p=1$n7GgOx/gRBdBjw/I+FybBg$Vvwc"
+    )
     assert any("user 'alice'" in m for m in messages)
     assert not any("mallory" in m for m in messages)
     assert not any("secret" in m for m in messages)

@@ -4,9 +4,9 @@ Stored passwords
 ----------------
 A stored password is ``{SCHEME}data``, exactly as Dovecot writes it and as
 ``doveadm pw -s SCHEME`` prints it.  The scheme name is case-insensitive; a value
-without a ``{...}`` prefix is PLAIN, except that a bare crypt(3)-style hash (``$6$...``,
-``$2y$...``: Dovecot's default CRYPT scheme, not implemented here) is refused, so the
-hash string itself can never log in.  Supported schemes:
+without a ``{...}`` prefix is PLAIN, except that a bare crypt(3) hash (``$6$...``,
+``$2y$...``) is Dovecot's default scheme, CRYPT, so the hash string itself can never
+log in.  Supported schemes:
 
 * ``PLAIN`` (aliases ``CLEARTEXT``, ``CLEAR``): the password itself.
 * ``SHA256``, ``SHA512``: the digest of the password, base64 (hex is recognised too).
@@ -17,6 +17,13 @@ hash string itself can never log in.  Supported schemes:
 * ``SCRAM-SHA-256``: ``iterations,salt,StoredKey,ServerKey`` (base64 fields), the
   SCRAM verifier of RFC 5802 section 3 / RFC 7677, which also lets a server offer
   SASL SCRAM-SHA-256 without knowing the plaintext.
+* ``SHA512-CRYPT`` (``$6$``), ``SHA256-CRYPT`` (``$5$``), ``MD5-CRYPT`` (``$1$``),
+  ``DES-CRYPT`` and ``CRYPT`` (any hash the system's crypt(3) knows, bare ones
+  included): verified as Dovecot does, by the C library's crypt(3)
+  (:mod:`trio_pop3._crypt3`), so they need libcrypt (every Linux has it).  ``CRYPT``
+  makes ``$6$`` hashes; ``DES-CRYPT`` is verify-only, since DES reads only the first
+  8 characters of a password.
+* ``PBKDF2``: Dovecot's ``$1$salt$rounds$hex`` of PBKDF2-HMAC-SHA1.
 
 An encoding suffix overrides how ``data`` is written, for any scheme: ``.HEX``,
 ``.B64`` or ``.BASE64``, e.g. ``{SHA256.HEX}2bb8...`` or ``{PLAIN.B64}c2VjcmV0``
@@ -53,6 +60,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from . import _crypt3
 from ._mailbox import ScramCredentials
 from ._proto._sasl import saslprep, scram_server_keys
 
@@ -93,6 +101,15 @@ SCRAM_MIN_ITERATIONS: Final = 4096
 #: Largest iteration count accepted, Dovecot's limit (a C ``int``).
 _SCRAM_MAX_ITERATIONS: Final = 2**31 - 1
 
+#: Rounds of generated PBKDF2 entries: Dovecot's default (``doveadm pw -s PBKDF2``),
+#: about 2 ms; the scheme is there for passwd-files Dovecot wrote, and SHA512-CRYPT,
+#: BLF-CRYPT or ARGON2ID are better choices for new ones.
+_PBKDF2_ROUNDS: Final = 5000
+#: Rounds accepted in a PBKDF2 entry: Dovecot's limit (a C ``unsigned int``).
+_PBKDF2_MAX_ROUNDS: Final = 2**32 - 1
+#: Salt characters of generated PBKDF2 entries, as Dovecot writes them.
+_PBKDF2_SALT_LENGTH: Final = 16
+
 #: bcrypt cost factor (2**10 rounds) of generated BLF-CRYPT hashes: the OWASP
 #: Password Storage Cheat Sheet's minimum, about 80 ms on a 2-core VM.  POP3 clients
 #: log in afresh on every poll (often every few minutes), so each step up doubles a
@@ -129,24 +146,34 @@ _PASSWD_FILE_SEPARATORS: Final = frozenset(":\r\n")
 _ENCODINGS: Final = {"HEX": "hex", "B64": "base64", "BASE64": "base64"}
 _HEX_RE: Final = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
-_CRYPT_LOOKALIKE_RE: Final = re.compile(r"\$(?:1|2[abxy]|5|6|y|gy|7|argon2i|argon2id)\$")
+#: A bare value that is a crypt(3) hash, which Dovecot reads as its default scheme,
+#: CRYPT; and one that is an Argon2 hash, which CRYPT cannot verify.
+_CRYPT_HASH_RE: Final = re.compile(r"\$(?:1|2[abxy]|5|6|y|gy|7)\$")
+_BARE_ARGON2_RE: Final = re.compile(r"\$argon2id?\$")
+#: Dovecot's PBKDF2 data: ``$1$<salt>$<rounds>$<hex of the derived key>``.
+_PBKDF2_RE: Final = re.compile(rb"\$1\$([^$]+)\$([0-9]{1,10})\$((?:[0-9a-fA-F]{2})+)")
 
 
 class UnsupportedScheme(ValueError):
     """A stored password uses a scheme this module cannot verify or generate.
 
-    Raised for an unknown scheme name or encoding suffix, and for a known scheme whose
-    optional library is not installed (the message then says which extra to install).
+    Raised for an unknown scheme name or encoding suffix, for a known scheme whose
+    optional library is not installed (the message then says which extra to install),
+    and for the ``*-CRYPT`` schemes on a system without crypt(3) (``needs`` says
+    what is missing).
 
     Attributes:
         scheme: The scheme name as written, e.g. ``"SHA1"`` or ``"BLF-CRYPT"``.
-        extra: The ``trio-pop3`` extra that provides the scheme, or None if unknown.
+        extra: The ``trio-pop3`` extra that provides the scheme, or None if unknown
+            or not a Python library.
     """
 
-    def __init__(self, scheme: str, extra: str | None = None) -> None:
+    def __init__(self, scheme: str, extra: str | None = None, *, needs: str | None = None) -> None:
         self.scheme = scheme
         self.extra = extra
-        if extra is None:
+        if needs is not None:
+            text = f"password scheme {scheme} needs {needs}"
+        elif extra is None:
             text = f"unknown password scheme {scheme!r}"
         else:
             text = (
@@ -288,6 +315,8 @@ class _Scheme:
     extra: str | None = None
     #: Digest size of an unsalted digest, whose hex form Dovecot also accepts.
     fixed_size: int = 0
+    #: Verified by the system's crypt(3) (:mod:`trio_pop3._crypt3`).
+    libcrypt: bool = False
 
 
 def _no_rounds(scheme: str, rounds: int | None) -> None:
@@ -413,7 +442,62 @@ def _scram_make(password: bytes, rounds: int | None) -> bytes:
     return _scram_to_stored(creds).removeprefix("{SCRAM-SHA-256}").encode("ascii")
 
 
+def _crypt_verify(data: bytes, password: bytes) -> bool:
+    """Dovecot's check for every CRYPT scheme: crypt(password, stored) == stored."""
+    result = _crypt3.crypt(password, data)
+    return result is not None and hmac.compare_digest(result, data)
+
+
+def _crypt_maker(name: str, prefix: str, salt_length: int) -> _Maker:
+    """Make ``prefix`` hashes; ``rounds`` (SHA-crypt only) as in ``$6$rounds=N$``."""
+
+    def make(password: bytes, rounds: int | None) -> bytes:
+        if rounds is not None:
+            if prefix not in ("$5$", "$6$"):
+                _no_rounds(name, rounds)
+            if rounds not in _crypt3.SHA_CRYPT_ROUNDS_RANGE:
+                allowed = _crypt3.SHA_CRYPT_ROUNDS_RANGE
+                raise ValueError(f"{name} rounds must be {allowed.start} to {allowed[-1]}")
+        result = _crypt3.crypt(password, _crypt3.make_setting(prefix, salt_length, rounds))
+        if result is None:
+            raise ValueError(f"the system's crypt(3) cannot make a {name} hash of it")
+        return result
+
+    return make
+
+
+def _des_crypt_make(password: bytes, rounds: int | None) -> bytes:
+    raise ValueError("DES-CRYPT reads only 8 characters of a password; use SHA512-CRYPT")
+
+
+def _pbkdf2_verify(data: bytes, password: bytes) -> bool:
+    """Dovecot's ``$1$salt$rounds$hex``: PBKDF2-HMAC-SHA1, the salt used as text."""
+    match = _PBKDF2_RE.fullmatch(data)
+    if match is None:
+        return False
+    salt, rounds, expected = match[1], int(match[2]), bytes.fromhex(match[3].decode())
+    if not 1 <= rounds <= _PBKDF2_MAX_ROUNDS:
+        return False
+    derived = hashlib.pbkdf2_hmac("sha1", password, salt, rounds, len(expected))
+    return hmac.compare_digest(derived, expected)
+
+
+def _pbkdf2_make(password: bytes, rounds: int | None) -> bytes:
+    count = _PBKDF2_ROUNDS if rounds is None else rounds
+    if not 1 <= count <= _PBKDF2_MAX_ROUNDS:
+        raise ValueError(f"PBKDF2 rounds must be 1 to {_PBKDF2_MAX_ROUNDS}")
+    salt = _crypt3.random_salt(_PBKDF2_SALT_LENGTH)
+    derived = hashlib.pbkdf2_hmac("sha1", password, salt, count)
+    return b"$1$%s$%d$%s" % (salt, count, derived.hex().encode("ascii"))
+
+
 _PLAIN_SCHEME: Final = _Scheme(_plain_verify, _plain_make)
+_SHA512_CRYPT: Final = _Scheme(
+    _crypt_verify,
+    _crypt_maker("SHA512-CRYPT", "$6$", _crypt3.SHA_CRYPT_SALT_LENGTH),
+    slow=True,
+    libcrypt=True,
+)
 
 _SCHEMES: Final[Mapping[str, _Scheme]] = {
     "PLAIN": _PLAIN_SCHEME,
@@ -433,6 +517,23 @@ _SCHEMES: Final[Mapping[str, _Scheme]] = {
     # At least 4096 rounds of PBKDF2 (about 1.3 ms on a 2-core VM): long enough to
     # stall every other session, so SCRAM verification goes to a thread too.
     "SCRAM-SHA-256": _Scheme(_scram_verify, _scram_make, slow=True),
+    # crypt(3): 5000 rounds of SHA-512 take about 2 ms, and bcrypt more.
+    "CRYPT": _SHA512_CRYPT,
+    "SHA512-CRYPT": _SHA512_CRYPT,
+    "SHA256-CRYPT": _Scheme(
+        _crypt_verify,
+        _crypt_maker("SHA256-CRYPT", "$5$", _crypt3.SHA_CRYPT_SALT_LENGTH),
+        slow=True,
+        libcrypt=True,
+    ),
+    "MD5-CRYPT": _Scheme(
+        _crypt_verify,
+        _crypt_maker("MD5-CRYPT", "$1$", _crypt3.MD5_CRYPT_SALT_LENGTH),
+        slow=True,
+        libcrypt=True,
+    ),
+    "DES-CRYPT": _Scheme(_crypt_verify, _des_crypt_make, slow=True, libcrypt=True),
+    "PBKDF2": _Scheme(_pbkdf2_verify, _pbkdf2_make, slow=True),
 }
 
 #: Names of all supported schemes (upper case; encoding suffixes not listed).
@@ -452,10 +553,12 @@ def _parse(stored: str) -> _Parsed:
     """Split ``{SCHEME.ENC}data``; raise UnsupportedScheme for an unknown name/suffix."""
     end = stored.find("}") if stored.startswith("{") else -1
     if end < 0:
-        if _CRYPT_LOOKALIKE_RE.match(stored):
-            # Dovecot's default scheme is CRYPT: a bare "$6$..." is a hash, never a
-            # password.  Taking it as PLAIN would let the hash itself log in.
-            raise UnsupportedScheme("CRYPT")
+        # Dovecot's default scheme is CRYPT: a bare "$6$..." is a hash, never a
+        # password.  Taking it as PLAIN would let the hash itself log in.
+        if _CRYPT_HASH_RE.match(stored):
+            return _Parsed("CRYPT", None, "CRYPT", stored, _SCHEMES["CRYPT"])
+        if _BARE_ARGON2_RE.match(stored):
+            raise UnsupportedScheme("CRYPT", needs="{ARGON2ID} or {ARGON2I} before an Argon2 hash")
         return _Parsed("PLAIN", None, "PLAIN", stored, _PLAIN_SCHEME)
     label = stored[1:end].upper()
     name, dot, suffix = label.partition(".")
@@ -467,6 +570,8 @@ def _parse(stored: str) -> _Parsed:
 
 
 def _require(parsed: _Parsed) -> None:
+    if parsed.scheme.libcrypt and not _crypt3.available():
+        raise UnsupportedScheme(parsed.name, needs="the system's crypt(3) library (libcrypt)")
     if parsed.scheme.module is None:
         return
     try:
