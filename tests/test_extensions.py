@@ -17,6 +17,7 @@ from pop3_support import MAILBOX_USERS, Client, memory_session
 
 from trio_pop3 import Limits, POP3Server
 from trio_pop3.mailbox import LoginDelay, MailboxHandler, MemoryAuthenticator, MemoryStore
+from trio_pop3.mailbox._memory import MEMORY_CHUNK_SIZE
 
 UTF8_HEADER = "Subject: Grüße aus Köln\n\nbody\n".encode()
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,34 @@ async def test_utf8_header_needs_utf8_mode() -> None:
         assert first.startswith("+OK")
         # UTF8 is an AUTHORIZATION-state command (UTF8-01).
         assert (await client.command("UTF8")).startswith("-ERR")
+
+
+@pytest.mark.rfc("6856", "2.1")
+async def test_utf8_header_in_a_later_chunk_needs_utf8_mode() -> None:
+    """UTF8-02: the whole header decides, however many chunks the backend yields it in."""
+    pad = b"X-Pad: " + b"a" * MEMORY_CHUNK_SIZE + b"\n"
+    late_utf8 = pad + UTF8_HEADER
+    long_ascii = pad + b"Subject: ascii\n\n" + "Grüße body\n".encode()
+    store = MemoryStore({"alice": [late_utf8, long_ascii]})
+    async with memory_session(handler_factory(store)) as session:
+        client = session.client
+        await client.login()
+        assert (await client.command("RETR 1")).startswith("-ERR [UTF8]")
+        assert (await client.command("TOP 1 0")).startswith("-ERR [UTF8]")
+        # A long ASCII header: the chunks read ahead are sent, in order, once.
+        first, lines = await client.multi("RETR 2")
+        assert first.startswith("+OK"), first
+        assert b"\r\n".join(lines) + b"\r\n" == long_ascii.replace(b"\n", b"\r\n")
+        first, lines = await client.multi("TOP 2 0")
+        assert lines == [pad.rstrip(b"\n"), b"Subject: ascii", b""]
+        assert (await client.command("QUIT")).startswith("+OK")
+    async with memory_session(handler_factory(store)) as session:
+        client = session.client
+        assert (await client.command("UTF8")).startswith("+OK")
+        await client.login()
+        first, lines = await client.multi("RETR 1")
+        assert first.startswith("+OK"), first
+        assert b"\r\n".join(lines) + b"\r\n" == late_utf8.replace(b"\n", b"\r\n")
 
 
 @pytest.mark.rfc("6856", "2.1")

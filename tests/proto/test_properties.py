@@ -10,7 +10,9 @@
 4. Chunk-split invariance of MessageWriter (RETR and TOP) and WireSizeCounter.
 5. format_reply: always at most 512 octets, exactly one CRLF, at the end.
 6. header_needs_utf8 agrees with a reference that first turns every line end into
-   CRLF, as the wire does, and then cuts the header at the first empty line.
+   CRLF, as the wire does, and then cuts the header at the first empty line; and
+   HeaderEndFinder, fed any chunks, finds the header's end where header_complete
+   finds it in the chunks joined.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from trio_pop3._proto._commands import (
     parse_command,
 )
 from trio_pop3._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
-from trio_pop3._proto._wire import MessageWriter, WireSizeCounter, header_needs_utf8, wire_size
+from trio_pop3._proto._wire import (
+    HeaderEndFinder,
+    MessageWriter,
+    WireSizeCounter,
+    header_complete,
+    header_needs_utf8,
+    wire_size,
+)
 
 LIMIT = 64
 MAX_DISCARD = 256
@@ -291,6 +300,19 @@ def reference_needs_utf8(data: bytes) -> bool:
 def test_header_needs_utf8_matches_reference(data: bytes) -> None:
     # RFC 6856 §2.1 (UTF8-02), RFC 5322 §2.1: the header ends at the first empty line.
     assert header_needs_utf8(data) == reference_needs_utf8(data)
+
+
+@given(header_st | st.binary(max_size=200), cuts_st)
+@example(b"\n", [0, 0])
+@example(b"a\n\r\nb", [2, 3])
+@example(b"\r\nX", [1])
+def test_header_end_finder_chunk_invariance(data: bytes, cuts: list[int]) -> None:
+    # RFC 6856 §2.1 (UTF8-02): a header yielded in several chunks is still checked whole.
+    finder = HeaderEndFinder()
+    seen = b""
+    for piece in split_at(data, cuts):
+        seen += piece
+        assert finder.feed(piece) == header_complete(seen)
 
 
 # -- replies -----------------------------------------------------------------------------

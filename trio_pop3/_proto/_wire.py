@@ -26,7 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["MessageWriter", "WireSizeCounter", "header_needs_utf8", "stuff_lines", "wire_size"]
+__all__ = [
+    "HeaderEndFinder",
+    "MessageWriter",
+    "WireSizeCounter",
+    "header_complete",
+    "header_needs_utf8",
+    "stuff_lines",
+    "wire_size",
+]
 
 _CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
@@ -240,6 +248,46 @@ def stuff_lines(lines: Iterable[bytes]) -> bytes:
         parts.append(_CRLF)
     parts.append(TERMINATOR)
     return b"".join(parts)
+
+
+def header_complete(data: bytes) -> bool:
+    """Return whether ``data`` holds a message's whole header (and its empty line).
+
+    That is, whether :func:`header_needs_utf8` can decide from ``data`` alone: the
+    header ends at the first empty line, with LF or CRLF line ends as on the wire.
+
+    >>> header_complete(b"Subject: hi\r\n\r\nbody"), header_complete(b"\nbody")
+    (True, True)
+    >>> header_complete(b"Subject: hi\r\nTo: al")
+    False
+    """
+    return data[:1] == b"\n" or data[:2] == _CRLF or b"\n\n" in data or b"\n\r\n" in data
+
+
+class HeaderEndFinder:
+    """:func:`header_complete` for a message fed in chunks, without joining them.
+
+    >>> finder = HeaderEndFinder()
+    >>> finder.feed(b"Subject: hi\r\n\r"), finder.feed(b"\nbody")
+    (False, True)
+    """
+
+    __slots__ = ("_done", "_head", "_tail")
+
+    def __init__(self) -> None:
+        self._head = b""  # the first two octets of the message
+        self._tail = b""  # the last two octets fed
+        self._done = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; return whether the header has ended by its end."""
+        if not self._done:
+            if len(self._head) < 2:
+                self._head = (self._head + chunk)[:2]
+            window = self._tail + chunk
+            self._tail = window[-2:]
+            self._done = header_complete(self._head) or b"\n\n" in window or b"\n\r\n" in window
+        return self._done
 
 
 def header_needs_utf8(data: bytes) -> bool:

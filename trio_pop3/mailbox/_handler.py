@@ -25,7 +25,7 @@ from .._mailbox import check_offered_password
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
-from .._proto._wire import header_needs_utf8
+from .._proto._wire import HeaderEndFinder, header_needs_utf8
 from .._sasl import (
     DEFAULT_MECHANISMS,
     SASLCancelled,
@@ -44,6 +44,12 @@ logger = logging.getLogger("trio_pop3")
 #: Octets of randomness in an APOP timestamp: RFC 1939 section 7 requires a
 #: different timestamp for every greeting; 128 bits make them unguessable (GREET-04).
 APOP_RANDOM_BYTES = 16
+
+#: Most octets of a message read before RETR or TOP decides whether its header needs
+#: UTF8 mode (RFC 6856 section 2.1), when a backend yields the header in several
+#: chunks.  Ten times Postfix's ``header_size_limit`` (102,400), past which Postfix
+#: itself takes the rest of a header for body.
+HEADER_SCAN_LIMIT = 1024 * 1024
 
 
 class MailboxHandler(POP3Handler):
@@ -80,7 +86,8 @@ class MailboxHandler(POP3Handler):
             (RFC 6532) when the client has not sent UTF8.  ``"refuse"`` (default)
             answers ``-ERR [UTF8]`` as RFC 6856 section 2.1 requires; ``"send"`` sends
             it as stored, like Dovecot, for clients that never send UTF8 (curl,
-            fetchmail) and would otherwise never get such mail.
+            fetchmail, mpop) and would otherwise never get such mail.  The whole
+            header decides, read ahead across the backend's chunks (up to 1 MiB).
 
     Example::
 
@@ -451,10 +458,17 @@ class MailboxHandler(POP3Handler):
         except BaseException:
             await _aclose(chunks)
             raise
-        if not self.utf8 and self.utf8_legacy == "refuse" and header_needs_utf8(first):
-            # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.
-            await _aclose(chunks)
-            raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
+        if not self.utf8 and self.utf8_legacy == "refuse":
+            # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.  A backend may
+            # yield the header in several chunks: the whole of it decides.
+            try:
+                first = await _whole_header(first, chunks)
+            except BaseException:
+                await _aclose(chunks)
+                raise
+            if header_needs_utf8(first):
+                await _aclose(chunks)
+                raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
         replace = self.replace_nuls
         if replace:
             first = first.replace(b"\0", b"\x80")
@@ -732,6 +746,28 @@ async def _prepend(
             yield chunk.replace(b"\0", b"\x80") if replace_nuls else chunk
     finally:
         await _aclose(rest)
+
+
+async def _whole_header(first: bytes, chunks: AsyncIterator[bytes]) -> bytes:
+    """Return ``first`` joined with the chunks that follow it up to the header's end.
+
+    Stops at :data:`HEADER_SCAN_LIMIT` octets, or when the message ends first.
+    """
+    finder = HeaderEndFinder()
+    if finder.feed(first):
+        return first
+    parts = [first]
+    size = len(first)
+    while size < HEADER_SCAN_LIMIT:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if finder.feed(chunk):
+            break
+    return b"".join(parts)
 
 
 async def _aclose(iterator: AsyncIterator[bytes]) -> None:
