@@ -256,9 +256,9 @@ def header_complete(data: bytes) -> bool:
     That is, whether :func:`header_needs_utf8` can decide from ``data`` alone: the
     header ends at the first empty line, with LF or CRLF line ends as on the wire.
 
-    >>> header_complete(b"Subject: hi\r\n\r\nbody"), header_complete(b"\nbody")
+    >>> header_complete(b"Subject: hi\\r\\n\\r\\nbody"), header_complete(b"\\nbody")
     (True, True)
-    >>> header_complete(b"Subject: hi\r\nTo: al")
+    >>> header_complete(b"Subject: hi\\r\\nTo: al")
     False
     """
     return data[:1] == b"\n" or data[:2] == _CRLF or b"\n\n" in data or b"\n\r\n" in data
@@ -268,7 +268,7 @@ class HeaderEndFinder:
     """:func:`header_complete` for a message fed in chunks, without joining them.
 
     >>> finder = HeaderEndFinder()
-    >>> finder.feed(b"Subject: hi\r\n\r"), finder.feed(b"\nbody")
+    >>> finder.feed(b"Subject: hi\\r\\n\\r"), finder.feed(b"\\nbody")
     (False, True)
     """
 
