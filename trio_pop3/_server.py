@@ -174,12 +174,12 @@ class POP3Server:
         session; each runs its shielded disconnect hook (rolling back uncommitted
         changes) before ``serve()`` exits.
 
-        Error handling: an exception from a command method is contained to its
-        connection unless ``catch_errors`` is False.  An exception from
-        ``handler_factory``, :meth:`POP3Handler.on_connect` (other than
-        :class:`~trio_pop3.POP3Error`) or :meth:`POP3Handler.greeting` is not: it
-        cancels every session and propagates out of ``serve()`` in an exception
-        group, as with :func:`trio.serve_listeners`.  See :meth:`serve_listeners`.
+        Error handling: an exception from handler code (``handler_factory``,
+        :meth:`POP3Handler.on_connect`, :meth:`POP3Handler.greeting` or a command
+        method) is logged, answered ``-ERR [SYS/TEMP]`` and contained to its
+        connection, unless ``catch_errors`` is False: then it cancels every session
+        and propagates out of ``serve()`` in an exception group, as with
+        :func:`trio.serve_listeners`.  See :meth:`serve_listeners`.
         """
         plain, secure = await self._open_listeners()
         await self._serve_on(plain, secure, task_status=task_status)
@@ -373,14 +373,14 @@ class POP3Server:
             A client that goes away, stops reading for ``send_timeout`` seconds,
             idles past the idle timeout or fails the TLS handshake ends its session
             quietly: :class:`~trio_pop3.ClientDisconnected` never escapes this method.
-            Exceptions from command methods are answered ``-ERR`` (see
-            ``catch_errors``); with ``catch_errors=False`` one ends the session and
-            propagates.  An exception from ``handler_factory``, from
-            :meth:`~POP3Handler.on_connect` (other than
-            :class:`~trio_pop3.POP3Error`) or from :meth:`~POP3Handler.greeting`
-            always propagates, after the disconnect hook has run (except for
-            ``handler_factory``): under :meth:`serve` or :meth:`serve_listeners` it
-            stops the whole server.
+            Exceptions from handler code are logged and answered ``-ERR
+            [SYS/TEMP]``: from a command method the session goes on; from
+            ``handler_factory``, :meth:`~POP3Handler.on_connect` or
+            :meth:`~POP3Handler.greeting` the connection then closes (after the
+            disconnect hook, which a failed ``handler_factory`` has none of).  With
+            ``catch_errors=False`` any of them ends the session and propagates:
+            under :meth:`serve` or :meth:`serve_listeners` it stops the whole
+            server.
         """
         # trio's SocketStream turns Nagle's algorithm off (TCP_NODELAY) itself: a
         # reply must never wait for the client's delayed ACK (40 ms per command,
