@@ -283,7 +283,6 @@ def test_allowed_table() -> None:
         ("AUTH", State.AUTHORIZATION),
         ("auth", State.AUTHORIZATION),
         ("authorization", State.AUTHORIZATION),
-        ("Update", State.UPDATE),
     ],
 )
 def test_state_setter(value: State | str, state: State) -> None:
@@ -299,6 +298,17 @@ def test_state_setter_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="unknown POP3 state"):
         handler.state = "LOGGEDIN"
     assert handler.state is State.CONNECT
+
+
+@pytest.mark.parametrize("value", ["Update", State.CONNECT, "disconnect"])
+def test_state_setter_rejects_framework_states(value: State | str) -> None:
+    # UPDATE is entered only through QUIT (RFC 1939 section 6); a handler that set it
+    # would leave the session where no command, QUIT included, is allowed.
+    handler = POP3Handler()
+    handler.state = "TRANS"
+    with pytest.raises(ValueError, match="entered by the framework only"):
+        handler.state = value
+    assert handler.state is State.TRANSACTION
 
 
 def test_set_get_and_unattached_handler() -> None:
@@ -350,6 +360,8 @@ class DataHandler(SkeletonHandler):
             await self.send_data("with code", ["x"], ResponseCode.SYS_TEMP)
         elif arg == "crlf":
             await self.send_data("crlf", ["a\r", "b\nc"])
+        elif arg == "ints":  # a mistake: bytes(3) would be three NULs
+            await self.send_data("ints", [1, 2, 3])  # type: ignore[list-item]
 
     async def pop3_XRAW(self, arg: str | None) -> None:
         await self.send_raw("+OK raw", b"second \xff", ".unstuffed")
@@ -380,6 +392,13 @@ async def test_send_data(arg: str, wire: bytes) -> None:
     async with memory_session(DataHandler) as s:
         await s.client.send_line(f"XDATA {arg}")
         assert await raw_multi(s.client) == wire
+        assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+
+
+async def test_send_data_refuses_lines_that_are_not_text() -> None:
+    # An int is no line: -ERR, as for any exception in a command, not NULs on the wire.
+    async with memory_session(DataHandler) as s:
+        assert await s.client.command("XDATA ints") == "-ERR [SYS/TEMP] Internal error."
         assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
 
 
@@ -447,6 +466,29 @@ async def test_close_client() -> None:
     assert handler.commits == 0  # STATE-06: no UPDATE without QUIT
     assert handler.disconnects == 1
     assert handler.calls == ["USER", "PASS"]
+
+
+class SilentHandler(SkeletonHandler):
+    extra_commands = {"XSILENT": ["AUTH"], "XHANGUP": ["AUTH"]}
+
+    async def pop3_XSILENT(self, arg: str | None) -> None:
+        """Forgets to reply."""
+
+    async def pop3_XHANGUP(self, arg: str | None) -> None:
+        self.close_client()  # ending the connection without a reply is allowed
+
+
+@pytest.mark.rfc("1939", "3")
+async def test_command_without_a_reply_is_answered(caplog: pytest.LogCaptureFixture) -> None:
+    # Every command gets a reply: a method that sends none would hang its client.
+    async with memory_session(SilentHandler) as s:
+        await s.client.command("NOOP")  # a queued reply before it changes nothing
+        assert await s.client.command("XSILENT") == "-ERR [SYS/TEMP] Internal error."
+        assert await s.client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+        await s.client.send_line("XHANGUP")
+        assert await s.client.read_to_eof() == b""
+    assert "pop3_XSILENT returned without a reply" in caplog.text
+    assert "XHANGUP" not in caplog.text
 
 
 class RefusingHandler(SkeletonHandler):

@@ -205,9 +205,9 @@ async def test_mailbox_read_error_after_first_chunk() -> None:
             return [MessageInfo("u1", 10_000_000)]
 
         async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
-            yield b"Subject: x\\n\\n"
+            yield b"Subject: x\n\n"
             for _ in range(self.n):
-                yield b"y" * 99 + b"\\n"
+                yield b"y" * 99 + b"\n"
             raise MailboxError("disk went away")
 
         async def remove(self, messages: object) -> None:

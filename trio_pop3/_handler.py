@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import trio
 
@@ -81,6 +81,11 @@ class POP3Handler:
     method is reached only when its command is registered for the current state
     (:data:`~trio_pop3.STANDARD_COMMANDS`, :attr:`extra_commands`,
     :meth:`add_command`); anything else goes to :meth:`unknown`.
+
+    Each method answers its command once (RFC 1939 section 3): with one of the
+    ``send_*`` methods, by raising :class:`~trio_pop3.POP3Error` (``-ERR``), or by
+    ending the connection with :meth:`close_client`.  One that returns without a
+    reply is a bug: it is logged and answered ``-ERR [SYS/TEMP]``, like an exception.
 
     QUIT, CAPA, STLS and LANG are built in.  Per-connection data lives on the instance.
 
@@ -162,13 +167,22 @@ class POP3Handler:
         """The session state, always a :class:`State`.
 
         Assign a :class:`State` or a case-insensitive name; ``"AUTH"`` and ``"TRANS"``
-        abbreviate AUTHORIZATION and TRANSACTION (as in the Perl original).
+        abbreviate AUTHORIZATION and TRANSACTION (as in the Perl original).  Only
+        those two can be assigned: the framework alone enters CONNECT, UPDATE (QUIT)
+        and DISCONNECT, and assigning one of them raises :class:`ValueError`, as
+        an unknown name does.
         """
         return self._state
 
     @state.setter
     def state(self, value: State | str) -> None:
-        self._set_state(State.parse(value))
+        state = State.parse(value)
+        if state not in _ASSIGNABLE_STATES:
+            raise ValueError(
+                f"state {state.name} is entered by the framework only; assign "
+                "AUTHORIZATION or TRANSACTION"
+            )
+        self._set_state(state)
 
     def _set_state(self, state: State) -> None:
         self._state = state
@@ -479,21 +493,24 @@ class POP3Handler:
             :meth:`disconnect` runs.
 
         Error handling:
-            Unlike a command, it is not covered by ``catch_errors``: any exception
-            other than :class:`~trio_pop3.POP3Error` (and
-            :class:`~trio_pop3.ClientDisconnected`, which just ends the session)
-            ends the session without a reply and propagates out of
-            :meth:`POP3Server.handle_stream` after :meth:`disconnect` has run, which
-            stops a server run by :meth:`POP3Server.serve`.
+            As for a command, except that the connection then closes: any other
+            exception is logged and answered ``-ERR [SYS/TEMP]`` instead of the
+            greeting (its text only with ``send_errors_to_client``), and
+            :meth:`disconnect` runs; other clients are unaffected.  With
+            ``catch_errors=False`` it ends the session without a reply and
+            propagates out of :meth:`POP3Server.handle_stream` after
+            :meth:`disconnect` has run, which stops a server run by
+            :meth:`POP3Server.serve`.  :class:`~trio_pop3.ClientDisconnected` just
+            ends the session.
         """
 
     def greeting(self) -> str:
         """Return the text of the ``+OK`` greeting (default: the server's option).
 
         Error handling:
-            Called outside any command, like :meth:`on_connect`: an exception from
-            it propagates out of the session and stops a server run by
-            :meth:`POP3Server.serve`.
+            As for :meth:`on_connect`: an exception is answered ``-ERR [SYS/TEMP]``
+            and the connection closes, or with ``catch_errors=False`` it propagates
+            and stops a server run by :meth:`POP3Server.serve`.
         """
         return self._s.config.greeting
 
@@ -649,7 +666,11 @@ class POP3Handler:
                     error = POP3Error("Some deleted messages were not removed.", "SYS/TEMP")
             if scope.cancelled_caught:
                 logger.warning("%s commit() timed out", session.label)
-                error = POP3Error("Some deleted messages were not removed.", "SYS/TEMP")
+                # Perhaps in the clean-up after a removal that succeeded: say only
+                # what is known.
+                error = POP3Error(
+                    "Timed out; deleted messages may not all be removed.", "SYS/TEMP"
+                )
             if error is not None:
                 await self.send_err(error.text, error.code)
                 return
@@ -676,8 +697,17 @@ class POP3Handler:
         await self.on_tls()
 
 
+#: The states a handler may assign to :attr:`POP3Handler.state`.
+_ASSIGNABLE_STATES: Final = frozenset({State.AUTHORIZATION, State.TRANSACTION})
+
+
 def _line_bytes(line: Line) -> bytes:
-    return line.encode("utf-8") if isinstance(line, str) else bytes(line)
+    if isinstance(line, str):
+        return line.encode("utf-8")
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        return bytes(line)
+    # Handler code's mistake: bytes(3) would be three NULs on the wire.
+    raise TypeError(f"a line must be str or bytes, not {type(line).__name__}")
 
 
 #: Lines of a synchronous :meth:`POP3Handler.send_data` body are joined into chunks of

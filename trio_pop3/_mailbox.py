@@ -164,10 +164,11 @@ class Mailbox(abc.ABC):
             call it a second time.
 
         Error handling:
-            When the session ends without QUIT, an exception is logged and ignored.
-            During QUIT it makes QUIT answer ``-ERR [SYS/TEMP] Some deleted messages
-            were not removed.`` (logged), even if :meth:`remove` succeeded.  During a
-            login (after :meth:`list_messages` failed) it replaces that error.
+            An exception is logged and ignored: QUIT still answers ``+OK`` once
+            :meth:`remove` succeeded.  A close that runs past QUIT's clean-up
+            deadline makes QUIT answer ``-ERR [SYS/TEMP] Timed out; deleted messages
+            may not all be removed.``  During a login (after :meth:`list_messages`
+            failed) the login's error is answered.
         """
 
 

@@ -583,7 +583,12 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                         await handler.unknown(name, arg)
                         _count_bad(session)
                     else:
+                        written = session.sent + len(session._out)  # flushing keeps it
                         await method(arg)
+                        if session.sent + len(session._out) == written and not session.closing:
+                            # RFC 1939 section 3: every command gets a reply; the
+                            # client would wait for one forever.
+                            raise RuntimeError(f"pop3_{name} returned without a reply")
                         session.bad_commands = 0  # the budget is for consecutive ones
                 except (_ClientGone, trio.Cancelled):
                     raise

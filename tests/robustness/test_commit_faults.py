@@ -347,10 +347,17 @@ class StallingMailbox(ForwardingMailbox):
         return await self.inner.list_messages()
 
     async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        if self.stall == "close":
+            await self.inner.remove(messages)
+            return
         self.stalled.set()
         await trio.sleep_forever()
 
     async def close(self) -> None:
+        if self.stall == "close":  # releases the lock, then stalls (a slow flush)
+            await self.inner.close()
+            self.stalled.set()
+            await trio.sleep_forever()
         await trio.lowlevel.checkpoint()  # Cancelled here in a cancelled scope
         await self.inner.close()
 
@@ -375,9 +382,24 @@ async def test_awaiting_close_releases_lock_after_remove_timed_out() -> None:
         await s.client.login()
         assert (await s.client.command("DELE 1")).startswith("+OK")
         reply = await s.client.command("QUIT")
-    assert reply == "-ERR [SYS/TEMP] Some deleted messages were not removed."
+    assert reply == "-ERR [SYS/TEMP] Timed out; deleted messages may not all be removed."
     assert not memory.is_locked("alice")
     assert memory.messages("alice") == MESSAGES
+
+
+@pytest.mark.rfc("1939", "6")
+async def test_close_past_the_deadline_does_not_deny_a_removal() -> None:
+    # remove() succeeded, then close() ran out of cleanup_timeout: QUIT must not say
+    # that the deleted messages were not removed.
+    memory = MemoryStore({"alice": MESSAGES})
+    store = StallingStore(memory, "close")
+    async with memory_session(factory(store), cleanup_timeout=0.05) as s:
+        await s.client.login()
+        assert (await s.client.command("DELE 1")).startswith("+OK")
+        reply = await s.client.command("QUIT")
+    assert store.stalled.is_set()
+    assert reply == "-ERR [SYS/TEMP] Timed out; deleted messages may not all be removed."
+    assert memory.messages("alice") == MESSAGES[1:]
 
 
 @pytest.mark.rfc("1939", "4")
