@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import inspect
 import logging
@@ -17,6 +18,7 @@ import trio.lowlevel
 from pop3_support import (
     ALICE_MESSAGES,
     FAST_LIMITS,
+    MAILBOX_USERS,
     MESSAGES,
     Client,
     Connect,
@@ -468,6 +470,27 @@ async def test_debug_masks_password_whatever_the_separator(
         assert await s.client.command(line) == reply
     assert "hunter2" not in caplog.text
     assert "***" in caplog.text
+
+
+async def test_debug_shows_the_sasl_mechanism_not_the_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The mechanism tells which one a client chose; the initial response and the
+    # continuation lines carry the password.
+    caplog.set_level(logging.DEBUG, logger="trio_pop3")
+    plain = base64.b64encode(b"\0alice\0secret").decode()
+    login_user, login_password = (base64.b64encode(t).decode() for t in (b"alice", b"secret"))
+    factory = functools.partial(
+        MailboxHandler, MemoryStore({"alice": []}), MemoryAuthenticator(MAILBOX_USERS)
+    )
+    for lines in ([f"AUTH PLAIN {plain}"], ["AUTH login", login_user, login_password]):
+        async with memory_session(factory, debug=True) as s:
+            replies = [await s.client.command(line) for line in lines]
+            assert replies[-1].startswith("+OK"), replies
+    assert "C: b'AUTH PLAIN ***'" in caplog.text
+    assert "C: b'AUTH login'" in caplog.text
+    for secret in (plain, login_user, login_password):
+        assert secret not in caplog.text
 
 
 async def test_debug_transcript_includes_replies(caplog: pytest.LogCaptureFixture) -> None:

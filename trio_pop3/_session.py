@@ -478,7 +478,13 @@ class Session:
         # Split exactly as parse_command does, so any spelling of PASS is masked.
         parts = line.lstrip(b" \t").split(None, 1)
         if parts and parts[0].upper().decode("ascii", "replace") in _SECRET_COMMANDS:
-            line = parts[0] + (b" ***" if len(parts) > 1 else b"")
+            if parts[0].upper() == b"AUTH" and len(parts) > 1:
+                # The mechanism is no secret, and tells which one a client chose;
+                # the initial response is.
+                mechanism, *response = parts[1].split(None, 1)
+                line = parts[0] + b" " + mechanism + (b" ***" if response else b"")
+            else:
+                line = parts[0] + (b" ***" if len(parts) > 1 else b"")
         logger.debug("%s C: %r", self.label, line)
 
     def log_sent(self, line: bytes) -> None:
