@@ -294,6 +294,24 @@ def test_crypt_entries_log_in_with_poplib(
         client.quit()
 
 
+def test_sighup_changes_nothing(config: MailSetup, server_factory: ServerFactory) -> None:
+    # Operators and logrotate send SIGHUP out of habit (Dovecot reloads on it): it must
+    # not stop the service, and systemd's Restart=on-failure would not restart it.
+    account = config.account("alice", [b"Subject: one\n\nbody\n"])
+    proc = server_factory(config)
+    busy = proc.connect()
+    busy.user(account.user)
+    busy.pass_(account.password)
+    busy.dele(1)
+    proc.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "received SIGHUP: nothing to reload" in proc.stderr, what="the log")
+    assert proc.process.poll() is None
+    busy.quit()  # the session went on, and its QUIT committed
+    assert account.files() == set()
+    client = proc.connect()  # still accepting
+    client.quit()
+
+
 def test_hash_password_refuses_des_crypt() -> None:
     result = run_cli("hash-password", "--scheme", "DES-CRYPT", "--password", "secret")
     assert_one_error_line(result, "DES-CRYPT reads only 8 characters of a password")

@@ -125,6 +125,25 @@ def test_sigterm_stops_every_worker(config: MailSetup, server_factory: ServerFac
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sighup_changes_nothing(config: MailSetup, server_factory: ServerFactory) -> None:
+    # Operators and logrotate send SIGHUP out of habit: it must not stop the service
+    # (systemd's Restart=on-failure would not bring it back).
+    server = server_factory(config, "--workers", str(WORKERS))
+    wait_for(lambda: all_listening(server), what="workers to start")
+    workers = children(server.process.pid)
+    account = config.new_account([b"Subject: one\n\nbody\n"])
+    busy = pop3_login(server, account)
+    busy.dele(1)
+    for pid in (server.process.pid, *workers):  # to all, as a terminal hangup does
+        os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: "received SIGHUP: nothing to reload" in server.stderr, what="the log")
+    busy.quit()  # the session went on, and its QUIT committed
+    assert children(server.process.pid) == workers
+    assert account.files() == set()
+    assert server.stderr.count("received SIGHUP") == 1  # the supervisor's; workers ignore it
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_killed_worker_is_restarted(config: MailSetup, server_factory: ServerFactory) -> None:
     server = server_factory(config, "--workers", str(WORKERS))
     wait_for(lambda: len(children(server.process.pid)) == WORKERS, what="workers to start")

@@ -301,12 +301,27 @@ def _ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+#: What ``serve`` logs on SIGHUP, which it otherwise ignores.  Operators and
+#: logrotate send it out of habit, since Dovecot, Postfix and nginx reload on it;
+#: dying of it (the default action) would stop the service, and systemd's
+#: ``Restart=on-failure`` does not restart a process killed by SIGHUP.
+HANGUP_MESSAGE = (
+    "nothing to reload (the passwd-file is re-read when it changes; "
+    "other options need a restart); still serving"
+)
+
+
 async def _serve_until_signal(
     server: POP3Server,
     on_ready: Callable[[list[str]], None],
     worker_fds: str | None = None,
+    *,
+    keep_on_hangup: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    With ``keep_on_hangup`` (``serve``), SIGHUP is logged and changes nothing (see
+    :data:`HANGUP_MESSAGE`); otherwise (``demo``) it ends the process as usual.
 
     The first signal stops accepting and ends idle sessions with ``-ERR [SYS/TEMP]``;
     busy sessions get :data:`DEFAULT_SHUTDOWN_GRACE` seconds.  A second signal
@@ -317,7 +332,8 @@ async def _serve_until_signal(
     supervisor goes away.
     """
     stop_signals = (signal.SIGINT, signal.SIGTERM) if worker_fds is None else (signal.SIGTERM,)
-    with trio.open_signal_receiver(*stop_signals) as signals:
+    hangup = (signal.SIGHUP,) if keep_on_hangup and worker_fds is None else ()
+    with trio.open_signal_receiver(*stop_signals, *hangup) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
@@ -346,7 +362,9 @@ async def _serve_until_signal(
                 nursery.start_soon(orphaned)
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not server.draining:
+                if signum == signal.SIGHUP:
+                    logger.info("received SIGHUP: %s", HANGUP_MESSAGE)
+                elif not server.draining:
                     logger.info("received %s, shutting down", name)
                     server.shutdown()
                 else:
@@ -443,11 +461,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.worker_fds is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor passes it on
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor logs it
         trio.run(_serve_until_signal, server, ready, args.worker_fds)
     elif args.workers > 1:
         trio.run(_supervise, server, args, ready)
     else:
-        trio.run(_serve_until_signal, server, ready)
+        trio.run(functools.partial(_serve_until_signal, server, ready, keep_on_hangup=True))
     return 0
 
 
@@ -461,7 +480,7 @@ async def _supervise(
         raise UsageError(f"cannot listen: {exc.strerror or exc}") from None
     on_ready([_address(listener) for listener in plain + secure])
     command = [sys.executable, "-m", "trio_pop3", *args.argv]
-    await supervise(args.workers, command, plain, secure)
+    await supervise(args.workers, command, plain, secure, hangup_message=HANGUP_MESSAGE)
 
 
 def _make_server(

@@ -20,6 +20,8 @@ others (with per-worker ``SO_REUSEPORT`` sockets they would be reset).
   supervisor exits 0 when all have exited.  A second signal is passed on too, and
   the workers then stop at once.  Workers ignore SIGINT: Ctrl-C in a terminal
   reaches the whole process group, and the supervisor passes it on once.
+* **SIGHUP** is logged by the supervisor and otherwise ignored, by it and by the
+  workers: there is nothing to reload.
 * **Crashes.**  A worker that exits while the supervisor is not stopping is started
   again after :data:`RESTART_DELAY`.
 * **Orphans.**  A worker's stdin is a pipe from the supervisor; end of file there
@@ -87,6 +89,8 @@ async def supervise(
     command: Sequence[str],
     plain: Sequence[trio.SocketListener],
     secure: Sequence[trio.SocketListener],
+    *,
+    hangup_message: str = "ignored",
 ) -> None:
     """Run ``count`` workers on the bound listeners until SIGINT or SIGTERM.
 
@@ -95,6 +99,7 @@ async def supervise(
         command: The worker command line, without ``--worker-fds``.
         plain: Listeners for plain POP3 (kept open here, for restarted workers).
         secure: Listeners for implicit TLS.
+        hangup_message: Logged on SIGHUP, which changes nothing.
     """
     plain_fds = [listener.socket.fileno() for listener in plain]
     secure_fds = [listener.socket.fileno() for listener in secure]
@@ -127,12 +132,15 @@ async def supervise(
             )
             await trio.sleep(RESTART_DELAY)
 
-    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+    with trio.open_signal_receiver(*_STOP_SIGNALS, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def pass_on_signals() -> None:
                 nonlocal stopping
                 async for signum in signals:
+                    if signum == signal.SIGHUP:  # workers ignore it
+                        logger.info("received SIGHUP: %s", hangup_message)
+                        continue
                     logger.info(
                         "received %s, stopping %d workers", signal.Signals(signum).name, count
                     )
