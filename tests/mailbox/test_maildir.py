@@ -796,6 +796,27 @@ async def test_read_stops_early_and_closes_file(root: Path, store: MaildirStore)
         await mailbox.close()
 
 
+@pytest.mark.rfc("1939", "11")
+async def test_message_truncated_while_read_is_never_sent_as_whole(
+    root: Path, store: MaildirStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SIZE-01: another program cut the file short mid-RETR.  Ending the chunks as if
+    # the message were whole would let the terminator follow a short message.
+    name = deliver(root / "alice", b"x\n" * (READ_CHUNK_SIZE * 2), fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        [message] = await mailbox.list_messages()
+        reader = mailbox.read_message(message)
+        assert len(await reader.__anext__()) == READ_CHUNK_SIZE
+        os.truncate(root / "alice" / "new" / name, READ_CHUNK_SIZE + 100)
+        assert len(await reader.__anext__()) == 100
+        with pytest.raises(MailboxError, match="changed while it was read"):
+            await reader.__anext__()
+    finally:
+        await mailbox.close()
+    assert "truncated while it was read" in caplog.text
+
+
 async def test_read_finds_message_moved_or_reflagged(root: Path, store: MaildirStore) -> None:
     maildir = root / "alice"
     a = deliver(maildir, b"moved\n", fsync=False)

@@ -1088,6 +1088,8 @@ class MaildirMailbox(Mailbox):
             except OSError as exc:
                 raise self._read_error(location, exc) from exc
             if data is not None:
+                if len(data) < size:
+                    raise self._truncated(location, size, len(data))
                 if data:
                     yield data
                 return
@@ -1100,7 +1102,7 @@ class MaildirMailbox(Mailbox):
                 except OSError as exc:
                     raise self._read_error(location, exc) from exc
                 if not chunk:
-                    break
+                    raise self._truncated(location, size, size - remaining)
                 remaining -= len(chunk)
                 yield chunk
         finally:
@@ -1109,6 +1111,22 @@ class MaildirMailbox(Mailbox):
     def _read_error(self, location: _Location, exc: OSError) -> MailboxError:
         logger.error("Maildir %s: cannot read %s: %s", self._path, location.name, exc)
         return MailboxError("Cannot read message.")
+
+    def _truncated(self, location: _Location, size: int, read: int) -> MailboxError:
+        """Another program cut the file short while it was read: never send it as whole.
+
+        Raised before ``+OK``, it is answered ``-ERR``; after part of the message
+        went out, the connection is closed without the terminating ``.``, so the
+        client cannot take the part for the message.
+        """
+        logger.error(
+            "Maildir %s: %s was truncated while it was read (%d of %d octets)",
+            self._path,
+            location.name,
+            read,
+            size,
+        )
+        return MailboxError("Message changed while it was read.")
 
     async def _open_message(self, location: _Location) -> tuple[int, int]:
         """Open a listed message's file, following it if it was moved or renamed.
