@@ -282,11 +282,18 @@ class HeaderEndFinder:
     def feed(self, chunk: bytes) -> bool:
         """Take the next chunk; return whether the header has ended by its end."""
         if not self._done:
+            # No copy of the chunk: an empty line lies in it, or across the seam.
             if len(self._head) < 2:
-                self._head = (self._head + chunk)[:2]
-            window = self._tail + chunk
-            self._tail = window[-2:]
-            self._done = header_complete(self._head) or b"\n\n" in window or b"\n\r\n" in window
+                self._head = (self._head + chunk[:2])[:2]
+            seam = self._tail + chunk[:2]
+            self._tail = chunk[-2:] if len(chunk) >= 2 else (self._tail + chunk)[-2:]
+            self._done = (
+                header_complete(self._head)
+                or b"\n\n" in seam
+                or b"\n\r\n" in seam
+                or b"\n\n" in chunk
+                or b"\n\r\n" in chunk
+            )
         return self._done
 
 

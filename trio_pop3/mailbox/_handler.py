@@ -25,7 +25,7 @@ from .._mailbox import check_offered_password
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
-from .._proto._wire import HeaderEndFinder, header_needs_utf8
+from .._proto._wire import HeaderEndFinder, header_complete, header_needs_utf8
 from .._sasl import (
     DEFAULT_MECHANISMS,
     SASLCancelled,
@@ -753,9 +753,10 @@ async def _whole_header(first: bytes, chunks: AsyncIterator[bytes]) -> bytes:
 
     Stops at :data:`HEADER_SCAN_LIMIT` octets, or when the message ends first.
     """
-    finder = HeaderEndFinder()
-    if finder.feed(first):
+    if header_complete(first):  # the usual case: no read-ahead
         return first
+    finder = HeaderEndFinder()
+    finder.feed(first)
     parts = [first]
     size = len(first)
     while size < HEADER_SCAN_LIMIT:
