@@ -332,7 +332,7 @@ async def _serve_until_signal(
     supervisor goes away.
     """
     stop_signals = (signal.SIGINT, signal.SIGTERM) if worker_fds is None else (signal.SIGTERM,)
-    hangup = (signal.SIGHUP,) if keep_on_hangup and worker_fds is None else ()
+    hangup = (signal.SIGHUP,) if keep_on_hangup else ()  # workers ignore it (SIG_IGN)
     with trio.open_signal_receiver(*stop_signals, *hangup) as signals:
         async with trio.open_nursery() as nursery:
 
