@@ -605,12 +605,15 @@ async def test_overlong_line_is_err_and_session_continues(length: int) -> None:
 
 
 async def test_huge_line_drops_client() -> None:
-    # SEC-04: a line past max_discard is an attack: the connection is dropped.
+    # SEC-04: a line past max_discard is an attack: the connection is dropped, after
+    # a -ERR that says why (bad input always gets one).
     recorder = Recorder()
     async with memory_session(recorder) as s:
         with trio.fail_after(5):
             await s.client.send(b"X" * 200_000)
-            assert await s.client.read_to_eof() == b""
+            assert await s.client.read_to_eof() == (
+                b"-ERR Line too long; closing the connection.\r\n"
+            )
             await s.done.wait()
     assert handler_of(recorder).disconnects == 1
 

@@ -49,7 +49,8 @@ class Limits:
             lets SASL responses exceed the command limit; PLAIN with three 255-octet
             fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
         max_discard: A single line longer than this is not a command but an attack or
-            a broken client: the connection is dropped.
+            a broken client: it is answered ``-ERR Line too long; closing the
+            connection.`` and the connection is closed, as Dovecot does.
         max_bad_commands: Unknown, malformed or wrong-state commands in a row tolerated
             before the connection is dropped: the next one is answered, then the
             connection closes.  A command that completes starts the count again

@@ -366,6 +366,10 @@ class Session:
             try:
                 line = self.inbuf.next_line(limit)
             except BufferOverflow as exc:
+                # Not a command but an attack or a broken client: say why, then end
+                # the connection (as Dovecot does) rather than read on.
+                logger.info("%s closed: %s", self.label, exc)
+                self.queue(format_reply(False, "Line too long; closing the connection."))
                 raise _ClientGone(str(exc)) from None
             if line is not None:
                 return line

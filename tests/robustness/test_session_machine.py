@@ -558,10 +558,11 @@ class SessionMachine(RuleBasedStateMachine):
         assert reply == "+OK", reply
 
     def flood(self) -> None:
-        # WIRE-06 / SEC-04: one line past the discard cap drops the client, no UPDATE.
+        # WIRE-06 / SEC-04: one line past the discard cap drops the client, after a
+        # -ERR that says why; no UPDATE.
         client = self._conn().client
         self.rt.run(lambda: client.send(b"y" * (DISCARD + 5000)))
-        assert self._expect_eof() == b""
+        assert self._expect_eof() == b"-ERR Line too long; closing the connection.\r\n"
 
     @precondition(lambda self: self.conn is not None)
     @rule(data=st.data())
