@@ -1388,3 +1388,41 @@ async def test_a_new_file_on_a_reused_inode_is_not_the_message(
         await mailbox.close()
     assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
     assert path.read_bytes() == b"Subject: B restored\n\nB, longer\n"
+
+
+class _DenyOpen:
+    """The ``os`` module, except that opening ``denied`` is refused, as for mode 000."""
+
+    def __init__(self, denied: str) -> None:
+        self.denied = denied
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: str, flags: int, *args: Any) -> int:
+        if path.endswith(self.denied):
+            raise PermissionError(13, "Permission denied", path)
+        return os.open(path, flags, *args)
+
+
+async def test_unreadable_message_is_left_out_not_the_maildrop(
+    root: Path,
+    store: MaildirStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One message file the server may not read (mode 000 for its user) locked the
+    # user out of all their mail ("Cannot list mailbox"); it is now left out, kept,
+    # and logged, and the others are served.
+    maildir = make_maildir(root)
+    names = [deliver(maildir, f"Subject: {n}\n\nhi\n".encode(), fsync=False) for n in (1, 2, 3)]
+    monkeypatch.setattr(_maildir, "os", _DenyOpen(names[1]))
+    replies = await maildir_session(store, "STAT", "RETR 2", "DELE 1")
+    size = len(b"Subject: 1\r\n\r\nhi\r\n")
+    assert replies[0] == f"+OK 2 {2 * size}"
+    assert [reply[:3] for reply in replies[1:]] == ["+OK", "+OK", "+OK"]
+    assert "Permission denied" in caplog.text
+    assert "left out" in caplog.text
+    monkeypatch.undo()
+    left = {name.partition(":")[0] for d in ("new", "cur") for name in os.listdir(maildir / d)}
+    assert left == set(names[1:])  # the unreadable one kept; only DELE'd message 1 gone

@@ -391,8 +391,14 @@ def _scan(
         rename_duplicates: Settle a second file with a listed base name (see
             :func:`_resolve_duplicate`) and list again; else leave it out.
 
+    A message file the server is not allowed to read (``EACCES``, ``EPERM``) is left
+    out with a warning: its size cannot be known, and one such file must not lock
+    the user out of the others.  (A ``W=`` tag gives the size without reading; such
+    a file is listed, and RETR of it is ``-ERR``.)
+
     Raises:
-        OSError: a directory cannot be listed or a message cannot be read.
+        OSError: a directory cannot be listed or a message cannot be read for any
+            other reason (``EIO``, out of descriptors), which may be passing.
         _InlineScanAborted: see ``inline``.
     """
     old_sizes = known.sizes if known is not None else {}
@@ -448,7 +454,13 @@ def _scan(
                     elif inline:
                         raise _InlineScanAborted
                     else:
-                        measured = _measure(entry.path)
+                        try:
+                            measured = _measure(entry.path)
+                        except PermissionError as exc:
+                            # One file the server may not read must not lock its
+                            # user out of the rest; it stays, unlisted, until fixed.
+                            logger.warning("Maildir %s: %s; left out", maildir, exc)
+                            continue
                         if measured is None:  # vanished or replaced by a non-file
                             continue
                         sizes[base] = measured
