@@ -601,6 +601,63 @@ async def test_crypt_entries_log_in(tmp_path: Path) -> None:
                 assert reply == "-ERR [AUTH] Authentication failed.", (method, user, reply)
 
 
+#: Damaged entries of supported schemes (as the operations audit wrote them): never a
+#: match, and reported when the file is loaded.
+DAMAGED = [
+    "{SSHA512}!!!notbase64",
+    "{SHA256}" + base64.b64encode(hashlib.sha256(b"secret").digest()[:31]).decode(),
+    "{SSHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",  # a digest and no salt
+    "{PLAIN.B64}!!",
+    "{SHA256.HEX}2bb8zz",
+    "{BLF-CRYPT}$2y$05$abc",
+    "{ARGON2ID}$argon2id$garbage",
+    "{SCRAM-SHA-256}4096,StZqbp+7IobpC4zblTDCFA==,aYfN",
+    "{PBKDF2}$1$zKpcKh4L1I4SdXjG$5000$b4356",
+]
+
+
+@pytest.mark.parametrize("stored", DAMAGED)
+def test_damaged_entries_are_malformed(stored: str) -> None:
+    assert _schemes._malformed(stored)
+    assert verify_password(stored, "secret") is False
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        *(stored for _, stored in DOVEADM_VECTORS),
+        *(cheap_hash("secret", scheme) for scheme in sorted(SUPPORTED_SCHEMES - VERIFY_ONLY)),
+        DOVEADM_PBKDF2,
+        "",  # a disabled account
+        "{SSHA512}",  # likewise
+        "{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=",  # unsupported: reported as that instead
+        "secret",
+    ],
+)
+def test_sound_entries_are_not_malformed(stored: str) -> None:
+    assert not _schemes._malformed(stored)
+
+
+async def test_damaged_entries_are_reported_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Else their users' logins would only read as password guessing (fail2ban's line).
+    path = tmp_path / "passwd"
+    good = hash_password("right", "SSHA512")
+    path.write_text(
+        f"alice:{good}\nbob:{{SSHA512}}!!!notbase64\ncarol:{{BLF-CRYPT}}$2y$05$abc\n"
+        f"dave:{{SSHA512}}AAAA\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="trio_pop3._passwd"):
+        auth = PasswdFileAuthenticator(path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("line 2: damaged SSHA512 password data (2 users)" in m for m in messages)
+    assert any("line 3: damaged BLF-CRYPT password data (1 users)" in m for m in messages)
+    assert not any("!!!" in m or "$2y$" in m for m in messages)  # never the data
+    assert await auth.check_password("alice", "right")
+    assert not await auth.check_password("bob", "!!!notbase64")
+
+
 # --------------------------------------------------------------------------------------
 # SCRAM-SHA-256 credentials
 

@@ -66,6 +66,7 @@ from ._schemes import (
     UnsupportedScheme as UnsupportedScheme,
     _decode_data,
     _is_slow,
+    _malformed,
     _parse,
     _scheme_key,
     _scheme_problem,
@@ -599,6 +600,21 @@ class PasswdFileAuthenticator(Authenticator):
                 problem,
                 count,
             )
+        damaged: dict[str, tuple[int, int]] = {}
+        for entry in passwd.entries():
+            if _malformed(entry.password):
+                key = _scheme_key(entry.password)
+                first, count = damaged.get(key, (entry.line, 0))
+                damaged[key] = (first, count + 1)
+        for key, (first, count) in damaged.items():
+            # Else their logins would read as password guessing (fail2ban's line).
+            _log.warning(
+                "passwd-file %s line %d: damaged %s password data (%d users); they cannot log in",
+                self._path,
+                first,
+                key,
+                count,
+            )
         refused = []
         for entry in passwd.entries():
             controls = entry.login_controls
@@ -616,7 +632,9 @@ class PasswdFileAuthenticator(Authenticator):
 
     @staticmethod
     def _pick_dummy(passwd: PasswdFile) -> str:
-        usable = [v for v in passwd.values() if v and _scheme_problem(v) is None]
+        usable = [
+            v for v in passwd.values() if v and _scheme_problem(v) is None and not _malformed(v)
+        ]
         if not usable:
             return _empty_file_dummy()
         # The slowest kind of entry present sets the cost of every failure (see

@@ -150,6 +150,12 @@ _DIGITS_RE: Final = re.compile(r"[0-9]{1,10}")
 #: CRYPT; and one that is an Argon2 hash, which CRYPT cannot verify.
 _CRYPT_HASH_RE: Final = re.compile(r"\$(?:1|2[abxy]|5|6|y|gy|7)\$")
 _BARE_ARGON2_RE: Final = re.compile(r"\$argon2id?\$")
+#: A bcrypt hash: ``$2y$<cost>$`` then 22 characters of salt and 31 of hash.
+_BCRYPT_RE: Final = re.compile(rb"\$2[abxy]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+#: An Argon2 PHC string: ``$argon2id$v=19$m=...,t=...,p=...$salt$hash`` (base64).
+_ARGON2_PHC_RE: Final = re.compile(
+    rb"\$argon2id?\$v=[0-9]+\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
+)
 #: Dovecot's PBKDF2 data: ``$1$<salt>$<rounds>$<hex of the derived key>``.
 _PBKDF2_RE: Final = re.compile(rb"\$1\$([^$]+)\$([0-9]{1,10})\$((?:[0-9a-fA-F]{2})+)")
 
@@ -317,6 +323,9 @@ class _Scheme:
     fixed_size: int = 0
     #: Verified by the system's crypt(3) (:mod:`trio_pop3._crypt3`).
     libcrypt: bool = False
+    #: Whether decoded data has the scheme's form (None: any data may be right), so
+    #: that a damaged entry is reported when the file is loaded (:func:`_malformed`).
+    well_formed: Callable[[bytes], bool] | None = None
 
 
 def _no_rounds(scheme: str, rounds: int | None) -> None:
@@ -349,7 +358,12 @@ def _digest_scheme(algorithm: str, *, salted: bool) -> _Scheme:
         salt = secrets.token_bytes(SALT_SIZE)
         return hashlib.new(algorithm, password + salt).digest() + salt
 
-    return _Scheme(verify, make, binary=True, fixed_size=0 if salted else size)
+    def well_formed(data: bytes) -> bool:
+        return len(data) > size if salted else len(data) == size
+
+    return _Scheme(
+        verify, make, binary=True, fixed_size=0 if salted else size, well_formed=well_formed
+    )
 
 
 def _bcrypt_verify(data: bytes, password: bytes) -> bool:
@@ -491,6 +505,11 @@ def _pbkdf2_make(password: bytes, rounds: int | None) -> bytes:
     return b"$1$%s$%d$%s" % (salt, count, derived.hex().encode("ascii"))
 
 
+def _matches(pattern: re.Pattern[bytes]) -> Callable[[bytes], bool]:
+    """A ``well_formed`` check: the whole data matches ``pattern``."""
+    return lambda data: pattern.fullmatch(data) is not None
+
+
 _PLAIN_SCHEME: Final = _Scheme(_plain_verify, _plain_make)
 _SHA512_CRYPT: Final = _Scheme(
     _crypt_verify,
@@ -507,16 +526,38 @@ _SCHEMES: Final[Mapping[str, _Scheme]] = {
     "SSHA256": _digest_scheme("sha256", salted=True),
     "SHA512": _digest_scheme("sha512", salted=False),
     "SSHA512": _digest_scheme("sha512", salted=True),
-    "BLF-CRYPT": _Scheme(_bcrypt_verify, _bcrypt_make, slow=True, module="bcrypt", extra="bcrypt"),
+    "BLF-CRYPT": _Scheme(
+        _bcrypt_verify,
+        _bcrypt_make,
+        slow=True,
+        module="bcrypt",
+        extra="bcrypt",
+        well_formed=_matches(_BCRYPT_RE),
+    ),
     "ARGON2ID": _Scheme(
-        _argon2_verify, _argon2_maker("ARGON2ID"), slow=True, module="argon2", extra="argon2"
+        _argon2_verify,
+        _argon2_maker("ARGON2ID"),
+        slow=True,
+        module="argon2",
+        extra="argon2",
+        well_formed=_matches(_ARGON2_PHC_RE),
     ),
     "ARGON2I": _Scheme(
-        _argon2_verify, _argon2_maker("ARGON2I"), slow=True, module="argon2", extra="argon2"
+        _argon2_verify,
+        _argon2_maker("ARGON2I"),
+        slow=True,
+        module="argon2",
+        extra="argon2",
+        well_formed=_matches(_ARGON2_PHC_RE),
     ),
     # At least 4096 rounds of PBKDF2 (about 1.3 ms on a 2-core VM): long enough to
     # stall every other session, so SCRAM verification goes to a thread too.
-    "SCRAM-SHA-256": _Scheme(_scram_verify, _scram_make, slow=True),
+    "SCRAM-SHA-256": _Scheme(
+        _scram_verify,
+        _scram_make,
+        slow=True,
+        well_formed=lambda data: _parse_scram(data) is not None,
+    ),
     # crypt(3): 5000 rounds of SHA-512 take about 2 ms, and bcrypt more.
     "CRYPT": _SHA512_CRYPT,
     "SHA512-CRYPT": _SHA512_CRYPT,
@@ -533,7 +574,7 @@ _SCHEMES: Final[Mapping[str, _Scheme]] = {
         libcrypt=True,
     ),
     "DES-CRYPT": _Scheme(_crypt_verify, _des_crypt_make, slow=True, libcrypt=True),
-    "PBKDF2": _Scheme(_pbkdf2_verify, _pbkdf2_make, slow=True),
+    "PBKDF2": _Scheme(_pbkdf2_verify, _pbkdf2_make, slow=True, well_formed=_matches(_PBKDF2_RE)),
 }
 
 #: Names of all supported schemes (upper case; encoding suffixes not listed).
@@ -744,6 +785,26 @@ def _scheme_problem(stored: str) -> UnsupportedScheme | None:
     except UnsupportedScheme as exc:
         return exc
     return None
+
+
+def _malformed(stored: str) -> bool:
+    """Whether a stored password of a supported scheme is damaged, so never matches.
+
+    Bad base64 or hex, a digest of the wrong length, a truncated bcrypt or Argon2
+    string, a SCRAM verifier below ``SCRAM_MIN_ITERATIONS``.  An empty value (a
+    disabled account) and an unsupported scheme (see :func:`_scheme_problem`) are not.
+    """
+    try:
+        parsed = _parse(stored)
+    except UnsupportedScheme:
+        return False
+    if not parsed.data:
+        return False
+    data = _decode_data(parsed)
+    if data is None:
+        return True
+    check = parsed.scheme.well_formed
+    return check is not None and not check(data)
 
 
 def _scheme_key(stored: str) -> str:
