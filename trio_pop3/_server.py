@@ -185,17 +185,29 @@ class POP3Server:
         await self._serve_on(plain, secure, task_status=task_status)
 
     async def _open_listeners(self) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
-        """Bind ``port`` (and ``pop3s_port``); return the plain and implicit-TLS listeners."""
-        plain = await trio.open_tcp_listeners(self.port, host=self.host)
+        """Bind ``port`` (and ``pop3s_port``); return the plain and implicit-TLS listeners.
+
+        Raises:
+            OSError: from binding, its text naming the host and port that failed.
+        """
+        plain = await self._listen(self.port)
         secure: list[trio.SocketListener] = []
         if self.pop3s_port is not None:
             try:
-                secure = await trio.open_tcp_listeners(self.pop3s_port, host=self.host)
+                secure = await self._listen(self.pop3s_port)
             except BaseException:
                 for listener in plain:
                     await trio.aclose_forcefully(listener)
                 raise
         return plain, secure
+
+    async def _listen(self, port: int) -> list[trio.SocketListener]:
+        try:
+            return await trio.open_tcp_listeners(port, host=self.host)
+        except OSError as exc:
+            # With two ports (and maybe several addresses), say which one failed.
+            where = f"{self.host or 'all addresses'} port {port}"
+            raise OSError(exc.errno, f"{exc.strerror or exc} ({where})") from exc
 
     async def _serve_on(
         self,
