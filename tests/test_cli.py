@@ -93,6 +93,15 @@ BAD_COMMAND_LINES: dict[str, tuple[Callable[[MailSetup], list[str]], str]] = {
     ),
     "port not a number": (lambda c: [*serve_args(c), "--port", "pop3"], "not a port number"),
     "timeout not positive": (lambda c: serve_args(c, "--timeout", "0"), "must be positive"),
+    # An endless idle timer would let a session hold its maildrop lock for ever.
+    "timeout infinite": (
+        lambda c: serve_args(c, "--timeout", "inf"),
+        "must be positive and finite: 'inf'",
+    ),
+    "delay infinite": (
+        lambda c: serve_args(c, "--auth-failure-delay", "1e400"),
+        "must be >= 0 and finite: '1e400'",
+    ),
     "max-connections 0": (
         lambda c: serve_args(c, "--max-connections", "0"),
         "must be at least 1",
@@ -776,6 +785,20 @@ def test_workers_option(tmp_path: Path) -> None:
         build_parser().parse_args([*base, "--workers", "0"])
     with pytest.raises(UsageError, match="not a number"):
         build_parser().parse_args([*base, "--workers", "many"])
+
+
+def test_too_many_workers_are_warned_about(config: MailSetup) -> None:
+    from trio_pop3._cli import WORKERS_PER_CPU_WARNING, usable_cpus
+
+    too_many = WORKERS_PER_CPU_WARNING * usable_cpus() + 1
+    with socket.socket() as holder:  # stop right after the configuration is read
+        holder.bind((HOST, 0))
+        holder.listen()
+        args = serve_args(config, "--workers", str(too_many))
+        args[args.index("--port") + 1] = str(holder.getsockname()[1])
+        result = run_cli(*args)
+    assert f"--workers {too_many} is more than".encode() in result.stderr
+    assert b"cannot listen" in result.stderr
 
 
 def test_demo_without_arguments_survives_a_busy_default_port(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import functools
 import getpass
 import ipaddress
 import logging
+import math
 import os
 import shutil
 import signal
@@ -71,10 +72,22 @@ def _number(
     return parse
 
 
-_positive_float = _number(float, lambda v: v > 0, "not a number", "must be positive")
-_non_negative_float = _number(float, lambda v: v >= 0, "not a number", "must be >= 0")
+# Finite only: an infinite timeout would let one idle session hold its maildrop lock
+# for ever (RFC 1939 section 3 wants an autologout timer), and no delay is endless.
+_positive_float = _number(
+    float, lambda v: 0 < v < math.inf, "not a number", "must be positive and finite"
+)
+_non_negative_float = _number(
+    float, lambda v: 0 <= v < math.inf, "not a number", "must be >= 0 and finite"
+)
 _port = _number(int, lambda v: 0 <= v <= 65535, "not a port number", "port out of range")
 _count = _number(int, lambda v: v >= 1, "not a number", "must be at least 1")
+
+
+#: ``--workers`` above this many per usable CPU is warned about: one trio process
+#: keeps one core busy (two workers on this 2-CPU machine ran both cores full in
+#: every benchmark round), so more only add memory (about 30 MB each) and contention.
+WORKERS_PER_CPU_WARNING = 2
 
 
 def usable_cpus() -> int:
@@ -396,6 +409,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.debug)
     if not args.maildir_root.is_dir():
         raise UsageError(f"--maildir-root {args.maildir_root}: not a directory")
+    cpus = usable_cpus()
+    if args.worker_fds is None and args.workers > WORKERS_PER_CPU_WARNING * cpus:
+        logger.warning(
+            "--workers %d is more than %d per usable CPU (%d here): each worker keeps a "
+            "core busy, so the extra ones only add memory and contention",
+            args.workers,
+            WORKERS_PER_CPU_WARNING,
+            cpus,
+        )
     if args.timeout < DEFAULT_IDLE_TIMEOUT:
         # RFC 1939 section 3 (TIME-02): an autologout timer is at least 10 minutes.
         logger.warning(
