@@ -242,6 +242,24 @@ async def test_accept_capacity_errors_are_logged_and_retried(
     assert any("accept() failed" in r.getMessage() for r in caplog.records)
 
 
+async def test_repeated_accept_capacity_errors_are_logged_once_per_interval(
+    nursery: trio.Nursery, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At the descriptor limit accept() fails every ACCEPT_RETRY_DELAY: one line per
+    # ACCEPT_ERROR_LOG_INTERVAL, not ten a second, and serving resumes after.
+    (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = inner.socket.getsockname()[1]
+    errors = [OSError(errno.EMFILE, "Too many open files") for _ in range(8)]
+    server = POP3Server(SkeletonHandler)
+    with caplog.at_level(logging.ERROR, logger="trio_pop3"):
+        await nursery.start(server.serve_listeners, [FlakyListener(inner, errors)])
+        client = await connect(port)
+        await client.login()
+    assert await client.command("QUIT") == "+OK goodbye"
+    logged = [r.getMessage() for r in caplog.records if "accept() failed" in r.getMessage()]
+    assert len(logged) == 1, logged
+
+
 async def test_other_accept_errors_end_serving() -> None:
     (inner,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     flaky = FlakyListener(inner, [OSError(errno.EINVAL, "Invalid argument")])

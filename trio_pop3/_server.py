@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -41,6 +42,11 @@ SESSION_TASK_NAME = "trio_pop3.session"
 
 #: Seconds to wait after a capacity error from accept() (trio.serve_listeners' value).
 ACCEPT_RETRY_DELAY = 0.1
+
+#: While accept() keeps failing for capacity, log it at most once per this many
+#: seconds (with a count): retried every :data:`ACCEPT_RETRY_DELAY`, it logged 134
+#: lines in 13 seconds at the descriptor limit, burying everything else.
+ACCEPT_ERROR_LOG_INTERVAL = 10.0
 
 logger = logging.getLogger("trio_pop3")
 
@@ -346,6 +352,8 @@ class POP3Server:
         second close of every stream (:meth:`handle_stream` always closes it).
         """
         handle = partial(self.handle_stream, implicit_tls=implicit_tls)
+        logged_at = -math.inf  # when a capacity error was last logged
+        unlogged = 0  # capacity errors since then
         async with listener:
             task_status.started()
             while True:
@@ -354,7 +362,19 @@ class POP3Server:
                 except OSError as exc:
                     if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                         raise
-                    logger.error("accept() failed: %s; retrying in %s s", exc, ACCEPT_RETRY_DELAY)
+                    now = trio.current_time()
+                    if now - logged_at >= ACCEPT_ERROR_LOG_INTERVAL:
+                        logger.error(
+                            "accept() failed: %s; retrying every %s s%s",
+                            exc,
+                            ACCEPT_RETRY_DELAY,
+                            f" ({unlogged} more failures since the last report)"
+                            if unlogged
+                            else "",
+                        )
+                        logged_at, unlogged = now, 0
+                    else:
+                        unlogged += 1
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                 else:
                     sessions.start_soon(handle, stream, name=SESSION_TASK_NAME)
