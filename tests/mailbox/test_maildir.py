@@ -651,13 +651,35 @@ async def test_sizes_are_wire_sizes(root: Path, kind: str, size_tags: bool, trus
 async def test_size_tag_trusted_only_when_asked(root: Path) -> None:
     maildir = make_maildir(root)
     data = b"a\nb\n"
-    put(maildir, "new", "1.a.h,S=4,W=999")
+    # W=19 is wrong (the file's 17 octets are 20 on the wire) but possible, so it is
+    # trusted: the file is not read.
+    put(maildir, "new", "1.a.h,S=17,W=19")
     put(maildir, "new", "2.b.h,W=bogus", data)
     [tagged, untagged] = await snapshot(MaildirStore(root))
-    assert tagged.size == 999
+    assert tagged.size == 19
     assert untagged.size == wire_size(data)
     [tagged, _] = await snapshot(MaildirStore(root, trust_size_tags=False))
-    assert tagged.size == wire_size(b"Subject: x\n\nbody\n")
+    assert tagged.size == wire_size(b"Subject: x\n\nbody\n") == 20
+
+
+@pytest.mark.rfc("1939", "11")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "1.a.h,S=999,W=5",  # the conformance audit's file: S= is not the file's size
+        "1.a.h,W=5",  # fewer octets than the file has
+        "1.a.h,W=999",  # more than every LF doubled
+        "1.a.h,S=999,W=20",  # a right W= with a wrong S=
+    ],
+)
+async def test_size_tags_that_cannot_fit_the_file_are_not_trusted(
+    root: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SIZE-01: LIST and RETR's +OK must give the octets RETR sends.
+    put(make_maildir(root), "new", name)
+    [message] = await snapshot(MaildirStore(root))
+    assert message.size == wire_size(b"Subject: x\n\nbody\n")
+    assert "do not fit its 17 octets" in caplog.text
 
 
 async def test_size_cache(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

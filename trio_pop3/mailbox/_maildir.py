@@ -223,9 +223,12 @@ def _uid_for_base(base: str) -> str:
     return hashlib.sha1(_name_bytes(base)).hexdigest()
 
 
-def _size_tag(base: str) -> int | None:
-    """Return the ``W=<n>`` (CRLF size) of a Dovecot base name, if there is one."""
-    start = base.find(",W=")
+def _size_tag(base: str, letter: str = "W") -> int | None:
+    """Return the ``W=<n>`` (CRLF size) of a Dovecot base name, if there is one.
+
+    With ``letter="S"``, the ``S=<n>`` (size of the file as stored) instead.
+    """
+    start = base.find(f",{letter}=")
     if start < 0:
         return None
     start += 3
@@ -234,6 +237,20 @@ def _size_tag(base: str) -> int | None:
     if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_TAG_DIGITS:
         return int(digits)
     return None
+
+
+def _size_tags_fit(base: str, wire_size: int, stored_size: int) -> bool:
+    """Whether the ``W=`` size ``wire_size`` can be right for a file of ``stored_size``.
+
+    Line ends only grow on the wire (LF becomes CRLF, and a CRLF may be added at the
+    end), so the wire size lies between the stored size and twice it plus 2; and an
+    ``S=`` tag must be the stored size itself.  A wrong tag (a broken delivery agent,
+    a hand-renamed file) would otherwise reach LIST and RETR (RFC 1939 section 11).
+    """
+    stored_tag = _size_tag(base, "S")
+    if stored_tag is not None and stored_tag != stored_size:
+        return False
+    return stored_size <= wire_size <= 2 * stored_size + 2
 
 
 def _order_key(base: str) -> tuple[int, int, int, str]:
@@ -437,6 +454,15 @@ def _scan(
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
+                if size is not None and not _size_tags_fit(base, size, st.st_size):
+                    logger.warning(
+                        "Maildir %s: the size tags of %r do not fit its %d octets; "
+                        "its size is measured instead",
+                        maildir,
+                        name,
+                        st.st_size,
+                    )
+                    size = None
                 found = _Found(subdir, name, entry.path)
                 twin = seen.get(uid)
                 if twin is not None:
