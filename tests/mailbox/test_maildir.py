@@ -1382,7 +1382,7 @@ async def test_a_file_that_took_the_listed_name_is_not_the_message(root: Path) -
 @pytest.mark.rfc("1939", "11")
 @pytest.mark.parametrize("same_mtime", [False, True])
 async def test_a_new_file_on_a_reused_inode_is_not_the_message(
-    root: Path, store: MaildirStore, same_mtime: bool
+    root: Path, store: MaildirStore, same_mtime: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A file made right after an unlink often gets the freed inode: here a restore
     # rewrites the listed name in place (same inode).  A restore that keeps
@@ -1402,12 +1402,13 @@ async def test_a_new_file_on_a_reused_inode_is_not_the_message(
         later = mtime if same_mtime else mtime + 5 * 10**9
         os.utime(path, ns=(later, later))
         assert path.stat().st_ino == inode
-        with pytest.raises(MailboxError, match="no longer exists"):
+        with pytest.raises(MailboxError, match="changed since the listing"):
             await read_all(mailbox, message)
         await mailbox.mark_seen([message])
-        await mailbox.remove([message])
+        await mailbox.remove([message])  # kept, and said so
     finally:
         await mailbox.close()
+    assert "changed since it was listed; not removed" in caplog.text
     assert os.listdir(maildir / "new") == ["1700000001.M1P1.h"]
     assert path.read_bytes() == b"Subject: B restored\n\nB, longer\n"
 

@@ -1177,8 +1177,12 @@ class MaildirMailbox(Mailbox):
             opened = self._open_regular(path, location.file_id)
         except FileNotFoundError:
             try:
-                moved = await trio.to_thread.run_sync(_locate, self._path, location)
+                moved, name_taken = await trio.to_thread.run_sync(
+                    lambda: (_locate(self._path, location), os.path.lexists(path))
+                )
                 if moved is None:
+                    if name_taken:  # by another file, or this one rewritten
+                        raise MailboxError("Message changed since the listing.", None)
                     raise _message_gone() from None
                 if self._moved is None:
                     self._moved = {}
@@ -1288,6 +1292,14 @@ class MaildirMailbox(Mailbox):
                     index = _index_by_base(self._path)
                 current = index.get((location.base, location.file_id))
                 if current is None:
+                    if os.path.lexists(path):
+                        # Rewritten in place or replaced since the listing: what the
+                        # client marked is not what is there now, so it stays.
+                        logger.warning(
+                            "Maildir %s: %s changed since it was listed; not removed",
+                            self._path,
+                            location.name,
+                        )
                     continue
                 try:
                     # (It was the file when the index was made, a moment ago.)
