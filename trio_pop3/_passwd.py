@@ -575,13 +575,21 @@ class PasswdFileAuthenticator(Authenticator):
             return self._loaded
         # Remember even a bad version, so it is not re-read (and re-logged) each second.
         self._seen = signature
+
+        def load() -> tuple[PasswdFile, _Loaded]:
+            # Checking every entry costs about as much as parsing it: both in the
+            # thread, where the interpreter's switch interval lets sessions go on
+            # (on the event loop, 100,000 users stalled every session for a second).
+            passwd = PasswdFile.load(self._path)
+            return passwd, self._install(passwd)
+
         try:
-            passwd = await trio.to_thread.run_sync(PasswdFile.load, self._path)
+            passwd, loaded = await trio.to_thread.run_sync(load)
         except PasswdFileError as exc:
             _log.error("%s; still using the previous contents", exc)
             return self._loaded
         self._seen = passwd._signature
-        self._loaded = self._install(passwd)
+        self._loaded = loaded
         _log.info("passwd-file %s reloaded: %d users", self._path, len(passwd))
         return self._loaded
 
