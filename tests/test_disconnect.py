@@ -180,7 +180,7 @@ async def bad_command_budget(s: MemorySession, recorder: Recorder) -> None:
 async def huge_line(s: MemorySession, recorder: Recorder) -> None:
     await login_and_dele(s)
     await s.client.send(b"QUIT" + b"x" * 300_000)
-    assert await s.client.read_to_eof() == b""
+    assert await s.client.read_to_eof() == b"-ERR Line too long; closing the connection.\r\n"
 
 
 @pytest.mark.rfc("1939", "6")
