@@ -880,3 +880,47 @@ async def test_names_kept_as_sent_by_default(mailbox_factory: Factory) -> None:
     async with memory_session(mailbox_factory) as s:
         assert (await s.client.command("USER ALICE")).startswith("+OK")
         assert (await s.client.command("PASS secret")).startswith("-ERR [AUTH]")
+
+
+#: Unique-ids a careless backend might give; only the last is one UIDL may send.
+BAD_UIDS = ["has space", "", "x" * 71, "caf\u00e9", "tab\there", "dup", "dup", "ok-1"]
+
+
+class BadUidMailbox(ForwardingMailbox):
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        inner = await self.inner.list_messages()
+        return [MessageInfo(uid, m.size, m.key) for uid, m in zip(BAD_UIDS, inner, strict=True)]
+
+
+class BadUidStore(MailStore):
+    def __init__(self) -> None:
+        self.inner = MemoryStore({"alice": [b"Subject: x\n\nbody\n"] * len(BAD_UIDS)})
+
+    async def open(self, user: str) -> Mailbox:
+        return BadUidMailbox(await self.inner.open(user))
+
+
+@pytest.mark.rfc("1939", "7")
+async def test_unique_ids_uidl_cannot_send_are_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    # UIDL-01: 1 to 70 characters from 0x21 to 0x7E, whatever the backend gives; a
+    # replacement is stable from session to session, as a unique-id must be.
+    store = BadUidStore()
+    factory = functools.partial(MailboxHandler, store, MemoryAuthenticator(MAILBOX_USERS))
+    listings = []
+    for _ in range(2):
+        async with memory_session(factory) as s:
+            await s.client.login()
+            _, lines = await s.client.multi("UIDL")
+            listings.append(lines)
+            for line in lines:
+                number, uid = line.split(b" ")
+                assert 1 <= len(uid) <= 70
+                assert all(0x21 <= octet <= 0x7E for octet in uid), uid
+                single = await s.client.command(f"UIDL {number.decode()}")
+                assert single == f"+OK {number.decode()} {uid.decode()}"
+    assert listings[0] == listings[1]
+    uids = [line.split(b" ")[1].decode() for line in listings[0]]
+    assert uids[-1] == "ok-1"
+    assert uids[:5] == [hashlib.sha1(uid.encode()).hexdigest() for uid in BAD_UIDS[:5]]
+    assert "which UIDL cannot send" in caplog.text
+    assert "gave one unique-id to several messages" in caplog.text

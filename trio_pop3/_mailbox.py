@@ -30,7 +30,9 @@ class MessageInfo:
 
     Attributes:
         uid: The unique id UIDL reports: 1 to 70 characters in the range 0x21 to
-            0x7E, stable across sessions (RFC 1939 section 7).
+            0x7E, stable across sessions, one per message (RFC 1939 section 7).
+            :class:`~trio_pop3.mailbox.MailboxHandler` sends any other as its SHA-1
+            in hex, and logs it; a repeated one is logged as an error.
         size: The size in octets as sent on the wire with CRLF line ends, without
             byte-stuffing (RFC 1939 section 11); see :func:`trio_pop3.wire_size`.
         key: Backend-private data that locates the message (a file name, a row id).

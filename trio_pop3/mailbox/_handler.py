@@ -401,7 +401,7 @@ class MailboxHandler(POP3Handler):
         """UIDL [msg] (RFC 1939 §7): unique-id listings."""
         if arg is not None and arg.strip():
             number, message = self._message(arg)
-            await self.send_ok(f"{number} {message.uid}")
+            await self.send_ok(f"{number} {_wire_uid(message.uid)}")
             return
         await self._send_listing("", _UIDL_BODIES, _uid_lines)
 
@@ -733,7 +733,29 @@ def _scan_lines(drop: Maildrop[MessageInfo]) -> list[str]:
 
 def _uid_lines(drop: Maildrop[MessageInfo]) -> list[str]:
     """UIDL's unique-id listings (RFC 1939 section 7)."""
-    return [f"{n} {m.uid}" for n, m in drop.visible()]
+    visible = list(drop.visible())
+    uids = [_wire_uid(m.uid) for _, m in visible]
+    if len(set(uids)) != len(uids):
+        # Nothing here can tell which message a client saw under the repeated id.
+        logger.error("the maildrop's backend gave one unique-id to several messages")
+    return [f"{n} {uid}" for (n, _), uid in zip(visible, uids, strict=True)]
+
+
+#: Longest unique-id UIDL may send (RFC 1939 section 7).
+MAX_UID_LENGTH = 70
+
+
+def _wire_uid(uid: str) -> str:
+    """``uid`` as UIDL sends it: itself if RFC 1939 section 7 allows it, else a digest.
+
+    A unique-id is 1 to 70 characters from 0x21 to 0x7E.  A backend's that is not
+    (a space, a non-ASCII character, too long) is replaced by its SHA-1 in hex, which
+    is, and stays the same from session to session, as a unique-id must.
+    """
+    if 0 < len(uid) <= MAX_UID_LENGTH and uid.isascii() and uid.isprintable() and " " not in uid:
+        return uid
+    logger.warning("the maildrop's backend gave the unique-id %r, which UIDL cannot send", uid)
+    return hashlib.sha1(uid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 async def _prepend(
