@@ -129,8 +129,10 @@ async def check_mailbox_backend(
     a store holding exactly those (it may be a coroutine function).  The store is
     served by :class:`~trio_pop3.mailbox.MailboxHandler` (or ``handler_class``) with
     a :class:`~trio_pop3.mailbox.MemoryAuthenticator`, and the rules of
-    :func:`check_handler` run against it, plus DOT-07 (bob's empty maildrop) and
-    LOCK-01 (bob logs in while alice's maildrop is locked).
+    :func:`check_handler` run against it, plus DOT-07 (bob's empty maildrop),
+    LOCK-01 (bob logs in while alice's maildrop is locked), and UIDL-02 and UIDL-04
+    on the unique-ids the store itself lists (MailboxHandler would send a bad one
+    as a digest, which hides it on the wire).
 
     Args:
         store_factory: Makes a store pre-loaded with the given maildrops.
@@ -185,5 +187,6 @@ async def check_mailbox_backend(
     extra: list[_Part] = [
         ("empty maildrop", functools.partial(checker.check_empty, "bob")),
         ("another user", functools.partial(checker.check_other_user, "bob")),
+        ("backend unique-ids", functools.partial(checker.check_backend_uids, store, "alice")),
     ]
     return await _run(checker, extra)

@@ -15,6 +15,7 @@ from typing import Final
 import trio
 
 from ._conformance_rules import CONFORMANCE_RULES, ConformanceReport, RuleFailure
+from ._mailbox import MailStore
 from ._server import POP3Server
 from ._testing_client import (
     _NUMBER_PAIR_RE,
@@ -586,6 +587,23 @@ class _Checker:
                     f"{line} of an empty maildrop: {reply} {list(reply.lines)[:3]}",
                 )
             await client.quit()
+
+    async def check_backend_uids(self, store: MailStore, user: str) -> None:
+        """UIDL-02 and UIDL-04 on the backend's own unique-ids.
+
+        MailboxHandler sends an id RFC 1939 forbids as a digest, so the wire alone
+        would not show that the backend breaks its contract.
+        """
+        self.at("UIDL-02")
+        mailbox = await store.open(user)
+        try:
+            uids = [message.uid for message in await mailbox.list_messages()]
+        finally:
+            await mailbox.close()
+        for uid in uids:
+            self.check("UIDL-02", _UID_RE.fullmatch(uid) is not None, f"backend unique-id {uid!r}")
+        repeated = sorted({uid for uid in uids if uids.count(uid) > 1})
+        self.check("UIDL-04", not repeated, f"backend unique-ids given twice: {repeated}")
 
     async def check_other_user(self, user: str) -> None:
         async with self.session() as first:
