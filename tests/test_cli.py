@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import email
+import email.policy
 import functools
 import hashlib
 import logging
@@ -318,6 +320,32 @@ def test_sighup_changes_nothing(config: MailSetup, server_factory: ServerFactory
     busy.quit()  # the session went on, and its QUIT committed
     assert account.files() == set()
     client = proc.connect()  # still accepting
+    client.quit()
+
+
+@pytest.mark.rfc("6856", "2.1")
+@pytest.mark.parametrize("option", [[], ["--utf8-legacy", "refuse"]])
+def test_utf8_header_mail_reaches_clients_without_utf8(
+    config: MailSetup, server_factory: ServerFactory, option: list[str]
+) -> None:
+    # UTF8-02.  poplib, like curl, fetchmail and mpop, never sends UTF8: by default
+    # serve sends the RFC 6857 surrogate, so such mail is not stuck on the server.
+    stored = "Subject: Grüße aus Köln\nFrom: Jörg <j@example.org>\n\nhallo\n".encode()
+    account = config.account("alice", [stored])
+    client = server_factory(config, *option).connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    if option:
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
+            client.retr(1)
+    else:
+        reply, lines, octets = client.retr(1)
+        assert reply == f"+OK {octets} octets".encode()  # poplib counts line + CRLF
+        message = email.message_from_bytes(b"\r\n".join(lines), policy=email.policy.default)
+        assert all(line.isascii() for line in lines)
+        assert message["Subject"] == "Grüße aus Köln"
+        assert message["From"].addresses[0].display_name == "Jörg"
+        assert message.get_content().strip() == "hallo"
     client.quit()
 
 

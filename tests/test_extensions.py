@@ -97,6 +97,38 @@ async def test_utf8_header_needs_utf8_mode() -> None:
 
 
 @pytest.mark.rfc("6856", "2.1")
+async def test_downgrade_sends_an_ascii_surrogate_with_its_own_size() -> None:
+    """UTF8-02: the surrogate of RFC 6857 instead of -ERR; RETR's size is its own."""
+    message = "Subject: Grüße aus Köln\nFrom: Jörg <j@example.org>\n\nKöln body\n.dot\n"
+    store = MemoryStore({"alice": [message.encode(), b"Subject: ascii\n\nbody\n"]})
+    factory = handler_factory(store, utf8_legacy="downgrade")
+    async with memory_session(factory) as session:
+        client = session.client
+        await client.login()
+        first, lines = await client.multi("RETR 1")
+        received = (
+            b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines) + b"\r\n"
+        )
+        assert first == f"+OK {len(received)} octets"  # SIZE-01, for what RETR sends
+        header, _, body = received.partition(b"\r\n\r\n")
+        assert header.isascii()
+        assert body == "Köln body\r\n.dot\r\n".encode()  # the body as stored
+        assert b"Subject: =?utf-8?" in header
+        first, lines = await client.multi("TOP 1 0")
+        assert first.startswith("+OK")
+        assert lines[-1] == b""
+        assert all(line.isascii() for line in lines)
+        first, lines = await client.multi("RETR 2")  # ASCII mail is as stored
+        assert lines == [b"Subject: ascii", b"", b"body"]
+    async with memory_session(factory) as session:  # in UTF8 mode: as stored
+        client = session.client
+        assert (await client.command("UTF8")).startswith("+OK")
+        await client.login()
+        first, lines = await client.multi("RETR 1")
+        assert lines[0] == "Subject: Grüße aus Köln".encode()
+
+
+@pytest.mark.rfc("6856", "2.1")
 async def test_utf8_header_in_a_later_chunk_needs_utf8_mode() -> None:
     """UTF8-02: the whole header decides, however many chunks the backend yields it in."""
     pad = b"X-Pad: " + b"a" * MEMORY_CHUNK_SIZE + b"\n"

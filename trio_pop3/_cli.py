@@ -184,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--apop", action="store_true", help="offer APOP (needs {PLAIN} secrets)")
     serve.add_argument(
         "--utf8-legacy",
-        choices=("refuse", "send"),
-        default="refuse",
-        help="messages with UTF-8 headers to clients that did not send UTF8: "
-        "refuse with -ERR [UTF8] (RFC 6856, default) or send as stored",
+        choices=("downgrade", "refuse", "send"),
+        default="downgrade",
+        help="messages with UTF-8 headers to clients that did not send UTF8: send "
+        "them with the header recoded to ASCII (RFC 6857, default), refuse them with "
+        "-ERR [UTF8], or send them as stored (as Dovecot does; against RFC 6856)",
     )
     serve.add_argument(
         "--expire",
@@ -511,7 +512,7 @@ def _make_server(
     *,
     allow_insecure_auth: bool = False,
     apop: bool = False,
-    utf8_legacy: Literal["refuse", "send"] = "refuse",
+    utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
     username_format: Callable[[str], str] | None = ascii_lowercase,
     replace_nuls: bool = False,

@@ -11,12 +11,15 @@ What curl does (7.88), which these tests rely on:
 * curl prefers SASL from CAPA (PLAIN here); ``--login-options AUTH=...`` picks the
   mechanism, ``AUTH=+APOP`` APOP; ``--sasl-ir`` sends PLAIN's initial response on the
   AUTH line.  A refused login exits 67 (CURLE_LOGIN_DENIED).
-* curl never sends UTF8 (RFC 6856), so a message with a raw UTF-8 header is refused
-  with ``-ERR [UTF8]`` and curl exits 8 (weird server reply).
+* curl never sends UTF8 (RFC 6856), so a message with a raw UTF-8 header reaches it as
+  ``serve``'s default RFC 6857 surrogate (with ``--utf8-legacy refuse`` it would get
+  ``-ERR [UTF8]`` and exit 8, weird server reply).
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import subprocess
 from pathlib import Path
@@ -98,14 +101,19 @@ def test_retr_byte_for_byte(
 
 
 @pytest.mark.rfc("6856", "2.1")
-def test_retr_utf8_header_is_refused_to_curl(
+def test_retr_utf8_header_reaches_curl_downgraded(
     curl: str, server: ServerProcess, corpus_account: Account, corpus_numbers: dict[str, int]
 ) -> None:
-    # RFC 6856 §2.1 (UTF8-02): curl cannot send UTF8, so it gets -ERR [UTF8].
-    result = run_curl(curl, "-v", url(server, corpus_account, f"/{corpus_numbers['utf-8']}"))
-    assert result.returncode == 8  # CURLE_WEIRD_SERVER_REPLY
-    assert any(line.startswith("-ERR [UTF8]") for line in received(result))
-    assert result.stdout == b""
+    # RFC 6856 §2.1 (UTF8-02): curl cannot send UTF8, so it gets the RFC 6857
+    # surrogate: an ASCII header that reads as the original, the body as stored.
+    out = ok(run_curl(curl, url(server, corpus_account, f"/{corpus_numbers['utf-8']}")))
+    header, _, body = out.partition(b"\r\n\r\n")
+    assert header.isascii()
+    stored = expected_wire(CORPUS["utf-8"])
+    assert body == stored.partition(b"\r\n\r\n")[2]
+    message = email.message_from_bytes(out, policy=email.policy.default)
+    original = email.message_from_bytes(CORPUS["utf-8"], policy=email.policy.default)
+    assert message["Subject"] == original["Subject"]
 
 
 @pytest.mark.rfc("1939", "7")

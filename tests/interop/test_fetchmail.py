@@ -15,14 +15,16 @@ tests rely on or work around:
 * It adds the blank line after a header-only message (no body separator).
 * With ``--uidl --keep`` it downloads with ``TOP n 99999999`` instead of RETR.
 * It tries ``LAST`` (gone since RFC 1725; ``-ERR`` here) and then uses UIDL.
-* It never sends ``UTF8`` (RFC 6856), so a message with a raw UTF-8 header is refused
-  (``-ERR [UTF8]``); fetchmail reports "couldn't fetch headers", leaves it on the
-  server and goes on with the others (exit status 0).
+* It never sends ``UTF8`` (RFC 6856), so a message with a raw UTF-8 header reaches it
+  as ``serve``'s default RFC 6857 surrogate.  (Refused with ``-ERR [UTF8]``, fetchmail
+  reports "couldn't fetch headers", leaves it on the server and goes on.)
 * Exit status 0: mail delivered; 1: no new mail.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import shlex
@@ -214,15 +216,22 @@ def test_uidl_mode_fetches_only_new_mail(setup_fetchmail: Fetchmail) -> None:
 
 
 @pytest.mark.rfc("6856", "2.1")
-def test_utf8_header_message_is_left_on_the_server(
+def test_utf8_header_message_arrives_downgraded(
     fetchmail: str, server: ServerProcess, mail_setup: MailSetup, tmp_path: Path
 ) -> None:
     account = mail_setup.new_account([CORPUS["dot-lines"], CORPUS["utf-8"], CORPUS["latin-1"]])
-    utf8_uid = list(account.messages)[1]
     fm = Fetchmail(fetchmail, server, account, tmp_path / "fetchmail")
-    log = check(fm.run("--nokeep", "--all"), 0)
-    # RFC 6856 §2.1 (UTF8-02): fetchmail does not send UTF8, so the server refuses the
-    # message with [UTF8]; fetchmail skips it and the others still arrive.
-    assert "POP3< -ERR [UTF8]" in log
-    assert_same_messages(fm.received(), [CORPUS["dot-lines"], CORPUS["latin-1"]])
-    assert {name.split("/", 1)[1] for name in account.files()} == {utf8_uid}
+    check(fm.run("--nokeep", "--all"), 0)
+    # RFC 6856 §2.1 (UTF8-02): fetchmail does not send UTF8, so it gets the RFC 6857
+    # surrogate, and nothing is stuck on the server.
+    first, surrogate, last = fm.received()
+    assert_same_messages([first, last], [CORPUS["dot-lines"], CORPUS["latin-1"]])
+    header, _, body = surrogate.partition(b"\n\n")
+    assert header.isascii()
+    assert body == CORPUS["utf-8"].partition(b"\n\n")[2]
+    subject = email.message_from_bytes(surrogate, policy=email.policy.default)["Subject"]
+    assert (
+        subject
+        == email.message_from_bytes(CORPUS["utf-8"], policy=email.policy.default)["Subject"]
+    )
+    assert account.files() == set()

@@ -186,17 +186,20 @@ def test_top(
 
 
 @pytest.mark.rfc("6856", "2.1")
-def test_utf8_header_needs_utf8_mode(
+def test_utf8_header_is_downgraded_outside_utf8_mode(
     server: ServerProcess, corpus_account: Account, corpus_numbers: dict[str, int]
 ) -> None:
     with session(server, corpus_account) as client:
         assert "UTF8" in client.capa()
         number = corpus_numbers["utf-8"]
-        # RFC 6856 §2.1 (UTF8-02, CODE-08): no raw UTF-8 header outside UTF8 mode.
-        with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
-            client.retr(number)
-        with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
-            client.top(number, 0)
+        # RFC 6856 §2.1 (UTF8-02): no raw UTF-8 header outside UTF8 mode; serve sends
+        # the RFC 6857 surrogate by default, its size in RETR's +OK.
+        reply, lines, octets = client.retr(number)
+        assert reply == f"+OK {octets} octets".encode()
+        assert all(line.isascii() for line in lines[: lines.index(b"")])  # the header
+        _, top, _ = client.top(number, 0)
+        assert all(line.isascii() for line in top)
+        assert top[-1] == b""
         # An 8-bit body, or 8-bit header octets that are not UTF-8, need no UTF8 mode.
         latin1 = client.retr(corpus_numbers["latin-1"])
         assert b"\r\n".join(latin1[1]) + b"\r\n" == expected_wire(CORPUS["latin-1"])

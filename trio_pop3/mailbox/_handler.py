@@ -22,10 +22,11 @@ from .._errors import (
 )
 from .._handler import POP3Handler, log_name
 from .._mailbox import check_offered_password
+from .._proto._downgrade import downgrade_header, split_header
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
-from .._proto._wire import HeaderEndFinder, header_complete, header_needs_utf8
+from .._proto._wire import HeaderEndFinder, header_complete, header_needs_utf8, wire_size
 from .._sasl import (
     DEFAULT_MECHANISMS,
     SASLCancelled,
@@ -83,11 +84,15 @@ class MailboxHandler(POP3Handler):
             (``auth_username_format = %Lu``): pass ``ascii_lowercase`` for that, so
             ``USER ALICE`` logs in as ``alice``.  None (default) keeps it as sent.
         utf8_legacy: What RETR and TOP do with a message whose header holds raw UTF-8
-            (RFC 6532) when the client has not sent UTF8.  ``"refuse"`` (default)
-            answers ``-ERR [UTF8]`` as RFC 6856 section 2.1 requires; ``"send"`` sends
-            it as stored, like Dovecot, for clients that never send UTF8 (curl,
-            fetchmail, mpop) and would otherwise never get such mail.  The whole
-            header decides, read ahead across the backend's chunks (up to 1 MiB).
+            (RFC 6532) when the client has not sent UTF8, as most clients never do
+            (curl, fetchmail, mpop).  RFC 6856 section 2.1 allows two answers:
+            ``"refuse"`` (default) answers ``-ERR [UTF8]``; ``"downgrade"`` sends a
+            surrogate whose header fields are recoded to ASCII as RFC 6857 describes
+            (encoded-words, RFC 2231 parameters, ``Downgraded-`` fields; the body
+            unchanged), with its own size in RETR's ``+OK``, while LIST and STAT
+            still give the stored size.  ``"send"`` sends it as stored, like Dovecot,
+            which RFC 6856 forbids.  The whole header decides, read ahead across the
+            backend's chunks (up to 1 MiB).
 
     Example::
 
@@ -97,7 +102,7 @@ class MailboxHandler(POP3Handler):
 
     Raises:
         ValueError: ``expire`` is neither a number of days >= 0 nor ``"NEVER"``, or
-            ``utf8_legacy`` is neither ``"refuse"`` nor ``"send"``.
+            ``utf8_legacy`` is not ``"refuse"``, ``"downgrade"`` or ``"send"``.
 
     Error handling:
         The ``pop3_*`` command methods answer a client error by raising
@@ -123,7 +128,7 @@ class MailboxHandler(POP3Handler):
         mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
         login_delay: LoginDelay | None = None,
         expire: int | Literal["NEVER"] | None = None,
-        utf8_legacy: Literal["refuse", "send"] = "refuse",
+        utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
         username_format: Callable[[str], str] | None = None,
         replace_nuls: bool = False,
     ) -> None:
@@ -141,8 +146,8 @@ class MailboxHandler(POP3Handler):
         ):
             raise ValueError("expire must be a number of days >= 0 or 'NEVER'")
         self.expire = expire
-        if utf8_legacy not in ("refuse", "send"):
-            raise ValueError("utf8_legacy must be 'refuse' or 'send'")
+        if utf8_legacy not in ("refuse", "downgrade", "send"):
+            raise ValueError("utf8_legacy must be 'refuse', 'downgrade' or 'send'")
         self.utf8_legacy = utf8_legacy
         self.username_format = username_format
         self.replace_nuls = replace_nuls
@@ -431,7 +436,7 @@ class MailboxHandler(POP3Handler):
     async def pop3_RETR(self, arg: str | None) -> None:
         """RETR msg (RFC 1939 §5): the whole message, byte-stuffed."""
         number, message = self._message(arg)
-        await self._send_message(message, f"{message.size} octets", None)
+        await self._send_message(message, None)
         self._drop.mark_retrieved(number)  # for Mailbox.mark_seen at QUIT
 
     async def pop3_TOP(self, arg: str | None) -> None:
@@ -444,10 +449,12 @@ class MailboxHandler(POP3Handler):
             lines = parse_message_number(parts[1])
         except NoSuchMessage:
             raise POP3Error("Invalid number of lines.") from None
-        await self._send_message(message, "", lines)
+        await self._send_message(message, lines)
 
-    async def _send_message(self, message: MessageInfo, text: str, lines: int | None) -> None:
+    async def _send_message(self, message: MessageInfo, lines: int | None) -> None:
+        """RETR (``lines`` None: ``+OK <size> octets``) or TOP of ``message``."""
         assert self.mailbox is not None
+        size = message.size
         chunks = self.mailbox.read_message(message)
         # Read the first chunk before "+OK": a message that can't be opened still
         # gets a clean -ERR.  After "+OK" an error can only end the connection.
@@ -458,22 +465,27 @@ class MailboxHandler(POP3Handler):
         except BaseException:
             await _aclose(chunks)
             raise
-        if not self.utf8 and self.utf8_legacy == "refuse":
-            # RFC 6856 section 2.1 (UTF8-02): not without UTF8 mode.  A backend may
-            # yield the header in several chunks: the whole of it decides.
+        if not self.utf8 and self.utf8_legacy != "send":
+            # RFC 6856 section 2.1 (UTF8-02): as stored only in UTF8 mode.  A backend
+            # may yield the header in several chunks: the whole of it decides.
             try:
                 first = await _whole_header(first, chunks)
             except BaseException:
                 await _aclose(chunks)
                 raise
             if header_needs_utf8(first):
-                await _aclose(chunks)
-                raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
+                surrogate = _surrogate(first) if self.utf8_legacy == "downgrade" else None
+                if surrogate is None:
+                    await _aclose(chunks)
+                    raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)
+                first, growth = surrogate
+                size += growth
         replace = self.replace_nuls
         if replace:
             first = first.replace(b"\0", b"\x80")
         # A MailboxError from a later chunk is the framework's to answer: -ERR if
         # nothing of the reply has been sent yet, else the connection is closed.
+        text = f"{size} octets" if lines is None else ""
         await self.send_message(text, _prepend(first, chunks, replace), body_lines=lines)
 
     async def pop3_DELE(self, arg: str | None) -> None:
@@ -768,6 +780,23 @@ async def _prepend(
             yield chunk.replace(b"\0", b"\x80") if replace_nuls else chunk
     finally:
         await _aclose(rest)
+
+
+def _surrogate(data: bytes) -> tuple[bytes, int] | None:
+    """``data`` with its header downgraded to ASCII (RFC 6857), and the size change.
+
+    None when no surrogate can be made: the header does not end within ``data``
+    (past :data:`HEADER_SCAN_LIMIT`) or is not UTF-8 throughout.
+    """
+    parts = split_header(data)
+    if parts is None:
+        return None
+    header, rest = parts
+    ascii_header = downgrade_header(header)
+    if ascii_header is None:
+        return None
+    # The header ends in a line end, so the wire sizes of the parts add up.
+    return ascii_header + rest, wire_size(ascii_header) - wire_size(header)
 
 
 async def _whole_header(first: bytes, chunks: AsyncIterator[bytes]) -> bytes:
