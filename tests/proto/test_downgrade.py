@@ -6,7 +6,7 @@ import email
 import email.policy
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from trio_pop3._proto._downgrade import downgrade_header, split_header
 from trio_pop3._proto._wire import header_needs_utf8
@@ -120,3 +120,45 @@ def test_not_utf8_is_no_surrogate() -> None:
 )
 def test_split_header(data: bytes, parts: tuple[bytes, bytes] | None) -> None:
     assert split_header(data) == parts
+
+
+_field_names = st.sampled_from(
+    ["Subject", "From", "To", "Cc", "Content-Type", "Received", "Message-ID", "X-Any", "Date"]
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            _field_names, st.text(max_size=80).filter(lambda t: "\n" not in t and "\r" not in t)
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_utf8_header_comes_out_ascii(fields: list[tuple[str, str]]) -> None:
+    # Whatever the header holds (controls, odd syntax, surrogate pairs' worth of
+    # characters), the surrogate is made and is ASCII, or there is none (not UTF-8).
+    header = "".join(f"{name}: {value}\n" for name, value in fields)
+    raw = header.encode("utf-8", "surrogatepass")
+    out = downgrade_header(raw)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        assert out is None
+        return
+    assert out is not None
+    assert out.isascii()
+
+
+def test_lines_end_at_lf_only_and_unfolding_keeps_other_spaces() -> None:
+    # NEL (U+0085) and U+2028 are no line ends in a header: the next field stays whole.
+    out = downgrade_header("Subject: a\u0085b\u2028c\nX-A: z\n".encode())
+    assert out is not None
+    assert out.endswith(b"\nX-A: z\n")
+    assert out.count(b"\n") == 2
+    # Unfolding takes a line end before white space, not NBSP for a space.
+    out = downgrade_header("Subject: a\u00a0b\n c\n".encode())
+    assert out is not None
+    assert parsed(out)["Subject"] == "a\u00a0b c"

@@ -27,6 +27,7 @@ The pure-ASCII result can be read back to the original text by any MIME reader.
 from __future__ import annotations
 
 import email.policy
+import re
 from email import errors
 from email.headerregistry import Address, AddressHeader, Group
 from typing import Final
@@ -71,6 +72,10 @@ _RENAMED_FIELDS: Final = frozenset(
 )
 
 
+#: A line end inside a folded field.
+_FOLD_RE: Final = re.compile(r"\r?\n(?=[ \t])")
+
+
 def split_header(data: bytes) -> tuple[bytes, bytes] | None:
     """Split ``data`` into the header's fields and the rest (the empty line on), or None.
 
@@ -111,7 +116,10 @@ def downgrade_header(header: bytes) -> bytes | None:
 def _fields(text: str) -> list[str]:
     """Split a header into its fields, each with its continuation lines and line end."""
     fields: list[str] = []
-    for line in text.splitlines(keepends=True):
+    # Lines end at LF only (str.splitlines would also split at NEL, U+2028 and others).
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    for line in lines:
         if fields and line[:1] in (" ", "\t"):
             fields[-1] += line
         else:
@@ -122,8 +130,9 @@ def _fields(text: str) -> list[str]:
 def _downgrade_field(field: str) -> str:
     name, colon, value = field.partition(":")
     name = name.strip()
-    # Unfold (RFC 5322 section 2.2.3): the policy folds again.
-    value = " ".join(value.split())
+    # Unfold (RFC 5322 section 2.2.3: a line end before white space goes); the policy
+    # folds again.  (str.split() would also take NBSP, NEL and the like for spaces.)
+    value = _FOLD_RE.sub("", value).strip(" \t\r\n")
     if not colon or not name or not name.isascii():
         return _renamed("Line", field.strip())
     key = name.lower()
