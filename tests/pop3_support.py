@@ -112,7 +112,7 @@ class SkeletonHandler(POP3Handler):
 
     async def pop3_PASS(self, arg: str | None) -> None:
         self.calls.append("PASS")
-        if self.user is None or USERS.get(self.user) != arg:
+        if self.user is None or arg is None or USERS.get(self.user) != arg:
             raise AuthenticationFailed("invalid username or password")
         self.state = "TRANS"
         await self.send_ok("logged in")

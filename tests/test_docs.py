@@ -109,6 +109,18 @@ def readme_handler() -> type[POP3Handler]:
     return handler
 
 
+@pytest.mark.rfc("1939", "7")
+@pytest.mark.parametrize("user", ["nobody", "alice"])
+async def test_readme_server_refuses_pass_without_a_password(user: str) -> None:
+    # The example had "USERS.get(user) != arg": for an unknown user and a bare PASS
+    # that compared None with None and logged the client in.
+    async with memory_session(readme_handler()) as session:
+        client = session.client
+        assert (await client.command(f"USER {user}")).startswith("+OK")
+        assert (await client.command("PASS")).startswith("-ERR [AUTH]")
+        assert (await client.command("STAT")).startswith("-ERR")
+
+
 @pytest.mark.rfc("1939", "5")
 async def test_readme_server_refuses_bad_message_numbers(
     caplog: pytest.LogCaptureFixture,

@@ -94,17 +94,20 @@ class POP3Handler:
         USERS = {"alice": "secret"}
 
         class MyHandler(trio_pop3.POP3Handler):
-            async def pop3_USER(self, arg):
-                self.user = arg
+            user = ""
+
+            async def pop3_USER(self, arg: str | None) -> None:
+                self.user = arg or ""
                 await self.send_ok("send your password")
 
-            async def pop3_PASS(self, arg):
-                if USERS.get(getattr(self, "user", None)) != arg:
+            async def pop3_PASS(self, arg: str | None) -> None:
+                # "PASS" alone is arg None: never the password of an unknown user.
+                if arg is None or USERS.get(self.user) != arg:
                     raise trio_pop3.AuthenticationFailed()
                 self.state = "TRANS"
                 await self.send_ok("logged in")
 
-            async def pop3_STAT(self, arg):
+            async def pop3_STAT(self, arg: str | None) -> None:
                 await self.send_ok("0 0")
 
         trio.run(trio_pop3.POP3Server(MyHandler, port=1110).serve)
