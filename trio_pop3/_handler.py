@@ -23,6 +23,7 @@ from ._proto._receivebuffer import LineTooLong
 from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
 from ._proto._wire import MessageWriter
 from ._throttle import failure_delay
+from ._util import run_protected
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -526,12 +527,14 @@ class POP3Handler:
 
         Cancellation:
             Shielded: neither :meth:`POP3Server.shutdown` nor cancelling ``serve()``
-            interrupts it, so a commit is never torn in half by the server.  Only
-            its own deadline, ``cleanup_timeout`` seconds (default 10), cancels it:
+            interrupts it, so a commit is never torn in half by the server.  It
+            also runs with trio's KeyboardInterrupt protection: a Ctrl-C under a
+            plain ``trio.run(server.serve)`` is raised once it returns.  Only its
+            own deadline, ``cleanup_timeout`` seconds (default 10), cancels it:
             :class:`trio.Cancelled` is raised at its next checkpoint, the timeout is
-            logged as a warning and QUIT answers ``-ERR [SYS/TEMP] Some deleted
-            messages were not removed.``.  Work it hands to a worker thread runs on
-            to completion after that.
+            logged as a warning and QUIT answers ``-ERR [SYS/TEMP] Timed out;
+            deleted messages may not all be removed.``.  Work it hands to a worker
+            thread runs on to completion after that.
 
         Error handling:
             A :class:`~trio_pop3.POP3Error` is answered as ``-ERR`` with its text and
@@ -551,8 +554,9 @@ class POP3Handler:
         refused it) and after a failed :meth:`commit`.
 
         Cancellation:
-            Shielded: it runs to its end even when the session ends because the
-            server was cancelled, and the cancellation propagates only afterwards.
+            Shielded, and protected from KeyboardInterrupt: it runs to its end even
+            when the session ends because the server was cancelled or interrupted,
+            and the cancellation propagates only afterwards.
             Only its own deadline, ``cleanup_timeout`` seconds (default 10), cancels
             it (:class:`trio.Cancelled` at its next checkpoint); the timeout is
             logged as a warning.  Pending replies are then sent (under the same
@@ -661,7 +665,7 @@ class POP3Handler:
             error: POP3Error | None = None
             with trio.move_on_after(session.config.cleanup_timeout, shield=True) as scope:
                 try:
-                    await self.commit()
+                    await run_protected(self.commit)
                 except POP3Error as exc:
                     error = exc
                 except Exception:

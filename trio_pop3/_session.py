@@ -49,6 +49,7 @@ from ._poller import TRIO_WAITS, Poller
 from ._proto._commands import CommandSyntaxError, format_reply, parse_command
 from ._proto._receivebuffer import BufferOverflow, LineBuffer, LineTooLong
 from ._proto._state import State
+from ._util import run_protected
 
 if TYPE_CHECKING:
     from ._handler import POP3Handler
@@ -643,7 +644,7 @@ async def _end_session(handler: POP3Handler, session: Session) -> None:
     handler._set_state(State.DISCONNECT)
     with trio.move_on_after(session.config.cleanup_timeout, shield=True) as scope:
         try:
-            await handler.disconnect()
+            await run_protected(handler.disconnect)
         except Exception:
             logger.exception("%s disconnect() hook failed", session.label)
         if not session.broken:

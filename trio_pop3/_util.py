@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-__all__ = ["fixup_module_metadata"]
+import trio
+
+__all__ = ["fixup_module_metadata", "run_protected"]
 
 
 def fixup_module_metadata(module_name: str, namespace: Mapping[str, object]) -> None:
@@ -26,3 +28,17 @@ def fixup_module_metadata(module_name: str, namespace: Mapping[str, object]) -> 
                 obj.__module__ = module_name
             except (AttributeError, TypeError):
                 pass
+
+
+@trio.lowlevel.enable_ki_protection
+async def run_protected(hook: Callable[[], Awaitable[None]]) -> None:
+    """Await ``hook()`` with KeyboardInterrupt held off until it returns.
+
+    For the clean-up hooks (commit, disconnect), which callers already run in a
+    shielded cancel scope: the shield stops cancellation, but a Ctrl-C under a plain
+    ``trio.run`` is raised as KeyboardInterrupt wherever the code happens to be,
+    possibly half-way through removing messages.  Protected, the interrupt reaches
+    the main task once the hook returns, and the sessions end by cancellation.
+    Protection covers what the hook calls, too (trio checks the whole stack).
+    """
+    await hook()

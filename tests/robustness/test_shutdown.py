@@ -245,3 +245,91 @@ async def test_cli_sigkill_mid_session_loses_nothing(tmp_path: Path) -> None:
             assert await wait_exit(proc) == 0
         finally:
             await stop(proc)
+
+
+# A library user's server as the README runs it: a bare trio.run(), whose Ctrl-C is a
+# KeyboardInterrupt raised wherever the program happens to be.  Its commit() removes
+# ten ids one at a time, with CPU work and a checkpoint between removals.
+BARE_RUN_SERVER = """
+import json, sys, time
+import trio, trio_pop3
+
+STORE = sys.argv[1]
+
+class Handler(trio_pop3.POP3Handler):
+    async def pop3_USER(self, arg):
+        self.state = "TRANSACTION"
+        await self.send_ok("in")
+
+    async def commit(self):
+        print("commit started", flush=True)
+        for number in range(10):
+            end = time.perf_counter() + 0.05
+            while time.perf_counter() < end:
+                pass
+            with open(STORE) as f:
+                ids = json.load(f)
+            ids.remove(number)
+            with open(STORE, "w") as f:
+                json.dump(ids, f)
+            await trio.sleep(0)
+
+async def main():
+    server = trio_pop3.POP3Server(Handler, host="127.0.0.1", port=0)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve)
+        print("port", listeners[0].socket.getsockname()[1], flush=True)
+
+try:
+    trio.run(main)
+except* KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+async def test_ctrl_c_under_bare_trio_run_never_tears_a_commit(tmp_path: Path) -> None:
+    """SIGINT during commit(): the commit finishes and QUIT is answered (STATE-06).
+
+    The cancel scope's shield does not stop a KeyboardInterrupt; the clean-up hooks
+    run with trio's KeyboardInterrupt protection, so it is raised once they return.
+    """
+    script = tmp_path / "server.py"
+    script.write_text(BARE_RUN_SERVER)
+    store = tmp_path / "ids.json"
+    store.write_text("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    async with trio.open_nursery() as nursery:
+        proc = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                [sys.executable, str(script), str(store)],
+                stdout=subprocess.PIPE,
+                env=env,
+                check=False,
+            )
+        )
+        try:
+            assert proc.stdout is not None
+            output = b""
+            with trio.fail_after(30):
+                while b"\n" not in output.partition(b"port ")[2]:
+                    output += await proc.stdout.receive_some()
+            port = int(output.partition(b"port ")[2].split()[0])
+            client = await open_client(port)
+            assert await client.command("USER x") == "+OK in"
+            await client.send(b"QUIT\r\n")
+            with trio.fail_after(30):
+                while b"commit started" not in output:
+                    output += await proc.stdout.receive_some()
+            proc.send_signal(signal.SIGINT)
+            with trio.fail_after(30):
+                assert await client.reply() == "+OK goodbye"
+                assert await client.read_to_eof() == b""
+            await client.aclose()
+            assert await wait_exit(proc) == 0
+            async for chunk in proc.stdout:
+                output += chunk
+            assert b"interrupted" in output
+        finally:
+            await stop(proc)
+    assert store.read_text() == "[]"  # all ten removed: the commit ran to its end
