@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import functools
 
+from trio_pop3._proto._wire import header_needs_utf8
+from trio_pop3.mailbox._surrogates import surrogate
+
 __all__ = [
     "BIG_SIZE",
     "CORPUS",
     "big_message",
+    "expected_size",
     "expected_top",
     "expected_wire",
     "full_corpus",
@@ -156,6 +160,21 @@ def expected_wire(message: bytes) -> bytes:
     is the content after the client removed it.
     """
     return b"".join(line + CRLF for line in _wire_lines(message))
+
+
+def expected_size(message: bytes) -> int:
+    """The size LIST and STAT give for ``message`` to a client that never sent UTF8.
+
+    RFC 1939 §5 (SIZE-01): the exact size of what RETR sends, which for a header
+    with raw UTF-8 is the RFC 6857 surrogate of ``serve``'s default
+    ``--utf8-legacy downgrade`` (its content is checked by the RETR tests).
+    """
+    size = len(expected_wire(message))
+    if header_needs_utf8(message):
+        made = surrogate(message)
+        assert made is not None
+        size += made[1]
+    return size
 
 
 def expected_top(message: bytes, body_lines: int) -> bytes:

@@ -8,22 +8,33 @@ import poplib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from pop3_support import MAILBOX_USERS, Client, memory_session
+from pop3_support import MAILBOX_USERS, Client, ForwardingMailbox, memory_session
 
 from trio_pop3 import Limits, POP3Server
-from trio_pop3.mailbox import LoginDelay, MailboxHandler, MemoryAuthenticator, MemoryStore
+from trio_pop3.mailbox import (
+    LoginDelay,
+    Mailbox,
+    MailboxHandler,
+    MailStore,
+    MemoryAuthenticator,
+    MemoryStore,
+    MessageInfo,
+)
+from trio_pop3.mailbox._handler import _SURROGATE_SIZES
 from trio_pop3.mailbox._memory import MEMORY_CHUNK_SIZE
+from trio_pop3.mailbox._surrogates import surrogate
 
 UTF8_HEADER = "Subject: Grüße aus Köln\n\nbody\n".encode()
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def handler_factory(store: MemoryStore, **options: object) -> functools.partial[MailboxHandler]:
+def handler_factory(store: MailStore, **options: object) -> functools.partial[MailboxHandler]:
     return functools.partial(
         MailboxHandler,
         store,
@@ -126,6 +137,113 @@ async def test_downgrade_sends_an_ascii_surrogate_with_its_own_size() -> None:
         await client.login()
         first, lines = await client.multi("RETR 1")
         assert lines[0] == "Subject: Grüße aus Köln".encode()
+
+
+class CountingStore(MailStore):
+    """A MemoryStore that counts the reads of each message, and what was removed."""
+
+    def __init__(self, mail: dict[str, list[bytes]]) -> None:
+        self.inner = MemoryStore(mail)
+        self.reads = 0
+        self.removed: list[MessageInfo] = []
+
+    async def open(self, user: str) -> Mailbox:
+        inner = await self.inner.open(user)
+        outer = self
+
+        class Counting(ForwardingMailbox):
+            def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+                assert type(message) is MessageInfo  # the backend's own entry
+                outer.reads += 1
+                return super().read_message(message)
+
+            async def remove(self, messages: Sequence[MessageInfo]) -> None:
+                outer.removed.extend(messages)
+                await super().remove(messages)
+
+        return Counting(inner)
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_downgraded_messages_are_listed_with_the_size_retr_sends() -> None:
+    """SIZE-01 (RFC 1939 §5), SIZE-02 (RFC 6856 §2.1): LIST, STAT and RETR agree.
+
+    Clients size their buffers from LIST (Jakarta Mail computed a negative size
+    when LIST gave the stored size of a downgraded message).  Headers are read once
+    per process: the next login reads none.  The backend only ever sees its own
+    entries, and DELE removes the right message.
+    """
+    utf8 = "Subject: Grüße aus Köln\nFrom: Jörg <j@example.org>\n\nbody\n".encode()
+    ascii_mail = b"Subject: ascii\n\nbody\n"
+    store = CountingStore({"alice": [ascii_mail, utf8, ascii_mail + b"2\n"]})
+    factory = handler_factory(store, utf8_legacy="downgrade")
+    async with memory_session(factory) as session:
+        client = session.client
+        await client.login()
+        sent = {}
+        for number in (1, 2, 3):
+            first, lines = await client.multi(f"RETR {number}")
+            sent[number] = len(b"\r\n".join(lines) + b"\r\n")  # no dot-lines here
+            assert first == f"+OK {sent[number]} octets"
+        assert sent[2] > len(utf8) + utf8.count(b"\n")  # larger than as stored
+        _, listing = await client.multi("LIST")
+        assert listing == [f"{n} {size}".encode() for n, size in sent.items()]
+        assert await client.command("LIST 2") == f"+OK 2 {sent[2]}"
+        assert await client.command("STAT") == f"+OK 3 {sum(sent.values())}"
+        assert await client.command("DELE 2") == "+OK Message 2 deleted."
+        assert await client.command("STAT") == f"+OK 2 {sent[1] + sent[3]}"
+        assert (await client.command("QUIT")).startswith("+OK")
+    assert [m.size for m in store.removed] == [len(utf8) + utf8.count(b"\n")]  # as stored
+    reads = store.reads
+    async with memory_session(factory) as session:
+        await session.client.login()
+        assert await session.client.command("STAT") == f"+OK 2 {sent[1] + sent[3]}"
+    assert store.reads == reads  # both sizes remembered: no header read at login
+    async with memory_session(factory) as session:  # in UTF8 mode: as stored
+        client = session.client
+        assert (await client.command("UTF8")).startswith("+OK")
+        await client.login()
+        assert await client.command("STAT") == f"+OK 2 {sent[1] + sent[3]}"
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_a_shared_snapshot_keeps_one_surrogate_listing() -> None:
+    """Sessions of an unchanged maildrop share one listing, with no header reads."""
+    mail = [b"Subject: ascii\n\nbody\n", "Subject: café\n\nbody\n".encode()]
+    snapshot = tuple(MessageInfo(f"u{n}", len(m) + 3, n) for n, m in enumerate(mail))
+    calls = 0
+
+    class Shared(Mailbox):
+        async def list_messages(self) -> Sequence[MessageInfo]:
+            return snapshot
+
+        async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+            nonlocal calls
+            calls += 1
+            assert isinstance(message.key, int)
+            yield mail[message.key]
+
+        async def remove(self, messages: Sequence[MessageInfo]) -> None:
+            raise AssertionError("nothing is deleted here")
+
+    class SharedStore(MailStore):
+        async def open(self, user: str) -> Mailbox:
+            return Shared()
+
+    sizes = _SURROGATE_SIZES
+    store = SharedStore()
+    first = await sizes.listing(store, "alice", Shared(), snapshot)
+    assert first is not snapshot
+    made = surrogate(mail[1])
+    assert made is not None
+    assert made[1] > 0
+    assert [m.size for m in first] == [snapshot[0].size, snapshot[1].size + made[1]]
+    assert first[0] is snapshot[0]
+    assert calls == 2
+    assert await sizes.listing(store, "alice", Shared(), snapshot) is first
+    ascii_only = snapshot[:1]
+    assert await sizes.listing(store, "alice", Shared(), ascii_only) is ascii_only
+    assert calls == 2  # each header read once
 
 
 @pytest.mark.rfc("6856", "2.1")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from corpus import CORPUS, expected_top, expected_wire, full_corpus
+from corpus import CORPUS, expected_size, expected_top, expected_wire, full_corpus
 
 from .conftest import (
     CLIENT_TIMEOUT,
@@ -119,9 +119,10 @@ def test_lang_with_poplib(server: ServerProcess, corpus_account: Account) -> Non
 @pytest.mark.rfc("1939", "5")
 def test_stat_list_uidl(server: ServerProcess, corpus_account: Account) -> None:
     messages = list(corpus_account.messages.items())
-    sizes = [len(expected_wire(message)) for _, message in messages]
+    sizes = [expected_size(message) for _, message in messages]
     with session(server, corpus_account) as client:
-        # RFC 1939 §5 (STAT-01, SIZE-01): count and exact CRLF size of the maildrop.
+        # RFC 1939 §5 (STAT-01, SIZE-01): count and exact CRLF size of the maildrop
+        # (what RETR sends, the surrogate of a UTF-8 header included).
         assert client.stat() == (len(messages), sum(sizes))
         resp, lines, _ = client.list()
         assert resp.startswith(b"+OK")
@@ -196,6 +197,8 @@ def test_utf8_header_is_downgraded_outside_utf8_mode(
         # the RFC 6857 surrogate by default, its size in RETR's +OK.
         reply, lines, octets = client.retr(number)
         assert reply == f"+OK {octets} octets".encode()
+        # RFC 1939 §5 (SIZE-01): LIST gives the surrogate's exact size too.
+        assert list_one(client, number) == f"+OK {number} {octets}".encode()
         assert all(line.isascii() for line in lines[: lines.index(b"")])  # the header
         _, top, _ = client.top(number, 0)
         assert all(line.isascii() for line in top)

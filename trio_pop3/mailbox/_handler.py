@@ -22,11 +22,10 @@ from .._errors import (
 )
 from .._handler import POP3Handler, log_name
 from .._mailbox import check_offered_password
-from .._proto._downgrade import downgrade_header, split_header
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
-from .._proto._wire import HeaderEndFinder, header_complete, header_needs_utf8, wire_size
+from .._proto._wire import header_needs_utf8
 from .._sasl import (
     DEFAULT_MECHANISMS,
     SASLCancelled,
@@ -37,6 +36,13 @@ from .._sasl import (
 )
 from ._base import Authenticator, Mailbox, MailStore, MessageInfo, ScramCredentials
 from ._listings import ListingCache, format_listing
+from ._surrogates import (
+    SurrogateSizes,
+    aclose as _aclose,
+    stored,
+    surrogate as _surrogate,
+    whole_header as _whole_header,
+)
 
 __all__ = ["LoginDelay", "MailboxHandler"]
 
@@ -45,12 +51,6 @@ logger = logging.getLogger("trio_pop3")
 #: Octets of randomness in an APOP timestamp: RFC 1939 section 7 requires a
 #: different timestamp for every greeting; 128 bits make them unguessable (GREET-04).
 APOP_RANDOM_BYTES = 16
-
-#: Most octets of a message read before RETR or TOP decides whether its header needs
-#: UTF8 mode (RFC 6856 section 2.1), when a backend yields the header in several
-#: chunks.  Ten times Postfix's ``header_size_limit`` (102,400), past which Postfix
-#: itself takes the rest of a header for body.
-HEADER_SCAN_LIMIT = 1024 * 1024
 
 
 class MailboxHandler(POP3Handler):
@@ -89,10 +89,11 @@ class MailboxHandler(POP3Handler):
             ``"refuse"`` (default) answers ``-ERR [UTF8]``; ``"downgrade"`` sends a
             surrogate whose header fields are recoded to ASCII as RFC 6857 describes
             (encoded-words, RFC 2231 parameters, ``Downgraded-`` fields; the body
-            unchanged), with its own size in RETR's ``+OK``, while LIST and STAT
-            still give the stored size.  ``"send"`` sends it as stored, like Dovecot,
-            which RFC 6856 forbids.  The whole header decides, read ahead across the
-            backend's chunks (up to 1 MiB).
+            unchanged), and LIST, STAT and RETR's ``+OK`` give the surrogate's
+            size: at login such a session reads the header of each message the
+            process has not seen before (kept for the next logins).  ``"send"``
+            sends it as stored, like Dovecot, which RFC 6856 forbids.  The whole
+            header decides, read ahead across the backend's chunks (up to 1 MiB).
 
     Example::
 
@@ -358,6 +359,9 @@ class MailboxHandler(POP3Handler):
         mailbox = await self.store.open(user)
         try:
             messages = await mailbox.list_messages()
+            if not self.utf8 and self.utf8_legacy == "downgrade":
+                # RFC 1939 section 5: LIST and STAT give the size RETR will send.
+                messages = await _SURROGATE_SIZES.listing(self.store, user, mailbox, messages)
         except BaseException:
             await self._close_quietly(mailbox)
             raise
@@ -454,6 +458,7 @@ class MailboxHandler(POP3Handler):
     async def _send_message(self, message: MessageInfo, lines: int | None) -> None:
         """RETR (``lines`` None: ``+OK <size> octets``) or TOP of ``message``."""
         assert self.mailbox is not None
+        message = stored(message)  # listed with its surrogate's size, if downgraded
         size = message.size
         chunks = self.mailbox.read_message(message)
         # Read the first chunk before "+OK": a message that can't be opened still
@@ -526,8 +531,8 @@ class MailboxHandler(POP3Handler):
         """
         if self.mailbox is None or self.maildrop is None:
             return
-        doomed = self.maildrop.deleted()
-        seen = self.maildrop.retrieved()
+        doomed = [stored(m) for m in self.maildrop.deleted()]
+        seen = [stored(m) for m in self.maildrop.retrieved()]
         mailbox, self.mailbox = self.mailbox, None
         try:
             if doomed:
@@ -733,6 +738,9 @@ class _Exchange:
         return decode_client_response(line)
 
 
+#: What sessions without UTF8 are told of downgraded messages' sizes (utf8_legacy).
+_SURROGATE_SIZES = SurrogateSizes()
+
 #: Full LIST and UIDL bodies of shared snapshots (see MailboxHandler._send_listing).
 _LIST_BODIES = ListingCache()
 _UIDL_BODIES = ListingCache()
@@ -780,49 +788,3 @@ async def _prepend(
             yield chunk.replace(b"\0", b"\x80") if replace_nuls else chunk
     finally:
         await _aclose(rest)
-
-
-def _surrogate(data: bytes) -> tuple[bytes, int] | None:
-    """``data`` with its header downgraded to ASCII (RFC 6857), and the size change.
-
-    None when no surrogate can be made: the header does not end within ``data``
-    (past :data:`HEADER_SCAN_LIMIT`) or is not UTF-8 throughout.
-    """
-    parts = split_header(data)
-    if parts is None:
-        return None
-    header, rest = parts
-    ascii_header = downgrade_header(header)
-    if ascii_header is None:
-        return None
-    # The header ends in a line end, so the wire sizes of the parts add up.
-    return ascii_header + rest, wire_size(ascii_header) - wire_size(header)
-
-
-async def _whole_header(first: bytes, chunks: AsyncIterator[bytes]) -> bytes:
-    """Return ``first`` joined with the chunks that follow it up to the header's end.
-
-    Stops at :data:`HEADER_SCAN_LIMIT` octets, or when the message ends first.
-    """
-    if header_complete(first):  # the usual case: no read-ahead
-        return first
-    finder = HeaderEndFinder()
-    finder.feed(first)
-    parts = [first]
-    size = len(first)
-    while size < HEADER_SCAN_LIMIT:
-        try:
-            chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-        if finder.feed(chunk):
-            break
-    return b"".join(parts)
-
-
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
