@@ -616,6 +616,8 @@ class POP3Handler:
     async def on_tls(self) -> None:
         """Called after a successful STLS; forget state learned before it (RFC 2595 §4).
 
+        The framework has already reset :attr:`language` to the class default.
+
         It runs inside the STLS command, after the ``+OK`` and the TLS handshake; a
         failed or timed-out handshake ends the session instead, and it is not
         called.
@@ -701,6 +703,9 @@ class POP3Handler:
         if dropped:
             logger.info("%s discarded %d octets pipelined after STLS", session.label, len(dropped))
         await session.start_tls(context)
+        # RFC 2595 section 4: forget what the client said in plaintext.  A LANG
+        # chosen there could have been injected (RFC 6856 section 7).
+        self.language = type(self).language
         await self.on_tls()
 
 

@@ -204,9 +204,21 @@ class MailboxHandler(POP3Handler):
                 ResponseCode.AUTH,
             )
 
+    async def pop3_STLS(self, arg: str | None) -> None:
+        """STLS (RFC 2595 section 4), refused after UTF8 (RFC 6856 section 2.1).
+
+        A client must not send STLS after UTF8 (TLS-11); the server may refuse it
+        with a plain ``-ERR`` (UTF8-08), so that UTF-8 mode is never something a
+        plaintext attacker could have switched on for the encrypted session.
+        """
+        if self.utf8:
+            raise POP3Error("STLS is not allowed after UTF8.")
+        await super().pop3_STLS(arg)
+
     async def on_tls(self) -> None:
         """Forget what the client said before STLS (RFC 2595 section 4)."""
         self._pending_user = None
+        self.utf8 = False  # unreachable through pop3_STLS; kept for subclasses
 
     async def pop3_UTF8(self, arg: str | None) -> None:
         """UTF8 (RFC 6856 section 2.1): serve messages as stored, UTF-8 headers included."""
