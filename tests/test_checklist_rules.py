@@ -337,26 +337,15 @@ GREETING_RE = re.compile(
 
 
 @pytest.mark.rfc("2449", "3")
-@pytest.mark.parametrize(
-    "greeting",
-    [
-        pytest.param("Mail for <postmaster@example.org> ready", id="angle-brackets-in-text"),
-        pytest.param("x" * 480, id="long-text-cuts-the-timestamp"),
-    ],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="GREET-02: the greeting text is not checked: a '<' in it adds a second "
-    "<...> next to the APOP timestamp, and a long text gets the timestamp cut off "
-    "by the 512-octet truncation",
-)
-async def test_greet02_greeting_grammar_with_apop(
-    start_server: StartServer, store: MemoryStore, greeting: str
+@pytest.mark.parametrize("text", ["x" * 480, "x" * 506, "ready", ""])
+async def test_greet02_the_timestamp_is_whole_within_512_octets(
+    start_server: StartServer, store: MemoryStore, text: str
 ) -> None:
-    """GREET-02 (RFC 2449 §3): at most one <timestamp>, whole, within 512 octets."""
+    """GREET-02 (RFC 2449 §3, §4): one <timestamp>, whole, in at most 512 octets; a
+    long text is cut instead of the timestamp, which the client hashes."""
     running = await start_server(
         functools.partial(MailboxHandler, store, MemoryAuthenticator(MAILBOX_USERS), apop=True),
-        greeting=greeting,
+        greeting=text,
     )
     client, line = await open_client(running.port)
     await client.aclose()
@@ -364,6 +353,19 @@ async def test_greet02_greeting_grammar_with_apop(
     assert GREETING_RE.fullmatch(line), line
     assert line.count("<") == 1
     assert line.endswith(">")
+    assert line.startswith(f"+OK {text[:20]}")
+
+
+@pytest.mark.rfc("2449", "3")
+@pytest.mark.parametrize(
+    "text",
+    ["Mail for <postmaster@example.org> ready", "a > b", "x" * 507, "caf\xe9", "a\r\nb"],
+)
+def test_greet02_a_greeting_text_outside_the_grammar_is_refused(text: str) -> None:
+    """GREET-02 / GREET-05 (RFC 2449 §3): a '<' or '>' in the text would add a bogus
+    timestamp, announcing APOP; gchar is ASCII without CR or LF."""
+    with pytest.raises(ValueError, match="the greeting"):
+        POP3Server(SkeletonHandler, greeting=text)
 
 
 # -- CAPA (RFC 2449 sections 5, 9; RFC 2595 section 4) ---------------------------------------

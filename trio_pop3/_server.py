@@ -25,7 +25,7 @@ from ._errors import ClientDisconnected, ResponseCode
 from ._handler import POP3Handler
 from ._idle import IdleWatch
 from ._poller import ReadPoller, make_poller
-from ._proto._commands import format_reply
+from ._proto._commands import format_reply, greeting_text_problem
 from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
 
@@ -65,7 +65,7 @@ class POP3Server:
             :class:`POP3Handler` for it (a subclass, or ``functools.partial`` of one).
         port: TCP port for plain POP3 (RFC 1939: 110).  0 picks a free port.
         host: Address to bind; None means every interface.
-        greeting: Text of the ``+OK`` greeting.
+        greeting: Text of the ``+OK`` greeting (an APOP timestamp is added after it).
         goodbye: Text of the ``+OK`` answering QUIT.
         timeout: Seconds of client silence between commands before the connection
             is closed without UPDATE (RFC 1939 section 3: at least 600 if any); None
@@ -99,7 +99,10 @@ class POP3Server:
     In tests, ``listeners = await nursery.start(server.serve)`` with ``port=0``.
 
     Raises:
-        ValueError: ``pop3s_port`` is given without an ``ssl_context``.
+        ValueError: ``pop3s_port`` is given without an ``ssl_context``, or
+            ``greeting`` is not a greeting's text (RFC 2449 section 3: ASCII, no
+            ``<`` or ``>``, which only the APOP timestamp may use, at most 506
+            characters).
     """
 
     def __init__(
@@ -125,6 +128,9 @@ class POP3Server:
     ) -> None:
         if pop3s_port is not None and ssl_context is None:
             raise ValueError("pop3s_port needs an ssl_context")
+        problem = greeting_text_problem(greeting)
+        if problem is not None:
+            raise ValueError(f"the greeting {problem}")
         if ssl_context is not None and ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2:
             # RFC 8314 section 4.1 / RFC 8997: TLS 1.2 is the minimum.
             ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "MAX_COMMAND_NAME",
+    "MAX_GREETING_TEXT",
     "MAX_REPLY_LINE",
     "Command",
     "CommandSyntaxError",
+    "fit_greeting",
     "format_reply",
+    "greeting_text_problem",
     "parse_command",
 ]
 
@@ -179,3 +182,43 @@ def format_reply(ok: bool, text: str = "", code: str | None = None) -> bytes:
     if len(raw) > MAX_REPLY_LINE - 2:
         raw = raw[: MAX_REPLY_LINE - 2].decode("utf-8", "ignore").encode("utf-8")
     return raw + b"\r\n"
+
+
+#: Longest greeting text: the reply line limit less ``+OK `` and CRLF (RFC 2449 §4).
+MAX_GREETING_TEXT = MAX_REPLY_LINE - len("+OK \r\n")
+
+
+def greeting_text_problem(text: str) -> str | None:
+    """Say why ``text`` cannot be a greeting's text, or return None if it can.
+
+    RFC 2449 section 3: ``greeting = "+OK" [resp-code] *gchar [timestamp] *gchar``,
+    where a ``gchar`` is any ASCII character but NUL, CR, LF, ``<`` and ``>``: the
+    only ``<...>`` in a greeting is the APOP timestamp, and it announces APOP.
+
+    >>> greeting_text_problem("POP3 server ready.") is None
+    True
+    >>> greeting_text_problem("ready <soon>")
+    "contains '<' or '>', which RFC 2449 section 3 keeps for the APOP timestamp"
+    """
+    if len(text) > MAX_GREETING_TEXT:
+        return f"is longer than {MAX_GREETING_TEXT} characters (RFC 2449 section 4)"
+    if "<" in text or ">" in text:
+        return "contains '<' or '>', which RFC 2449 section 3 keeps for the APOP timestamp"
+    if not text.isascii() or "\0" in text or "\r" in text or "\n" in text:
+        return "must be ASCII without NUL, CR or LF (RFC 2449 section 3)"
+    return None
+
+
+def fit_greeting(text: str, timestamp: str) -> str:
+    """Return ``text`` and the APOP ``timestamp``, cut to fit one reply line.
+
+    The text is shortened, never the timestamp, which the client hashes whole
+    (RFC 1939 section 7).
+
+    >>> fit_greeting("ready.", "<1.2@host>")
+    'ready. <1.2@host>'
+    >>> len(fit_greeting("x" * 600, "<1.2@host>")) == MAX_GREETING_TEXT
+    True
+    """
+    room = MAX_GREETING_TEXT - len(timestamp) - 1
+    return f"{text[: max(room, 0)]} {timestamp}"

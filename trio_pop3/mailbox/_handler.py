@@ -22,6 +22,7 @@ from .._errors import (
 )
 from .._handler import POP3Handler, log_name
 from .._mailbox import check_offered_password
+from .._proto._commands import fit_greeting
 from .._proto._maildrop import Maildrop, NoSuchMessage, parse_message_number
 from .._proto._sasl import password_forms, saslprep
 from .._proto._state import State
@@ -170,7 +171,7 @@ class MailboxHandler(POP3Handler):
         if self.apop_enabled and self.plaintext_allowed():
             rand = os.urandom(APOP_RANDOM_BYTES).hex()
             self._timestamp = f"<{os.getpid()}.{time.time_ns()}.{rand}@{self._s.config.hostname}>"
-            text = f"{text} {self._timestamp}"
+            text = fit_greeting(text, self._timestamp)
         return text
 
     def plaintext_allowed(self) -> bool:
