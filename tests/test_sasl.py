@@ -197,13 +197,26 @@ async def test_plain_saslprep() -> None:
 
 
 @pytest.mark.rfc("4616", "2")
-async def test_plain_password_saslprep_refuses_is_checked_only_as_sent() -> None:
-    # PLAIN-05: SASLprep prohibits U+0007, so there is no prepared form to check; the
-    # password as sent (no preparation, which RFC 4616 §2 allows) is checked once.
+async def test_plain_password_with_a_prohibited_character_is_refused_unchecked() -> None:
+    # UTF8-05 (RFC 6856 §2.2), PLAIN-05: SASLprep prohibits U+0007 (RFC 4013 §2.3),
+    # so the password is refused without asking the authenticator.
     authenticator = FakeAuthenticator()
     with pytest.raises(AuthenticationFailed):
         await run(PlainMechanism(), exchange(ir=b"\x00alice\x00\x07", authenticator=authenticator))
-    assert authenticator.checked == [("alice", "\x07")]
+    assert authenticator.checked == []
+
+
+async def test_plain_password_that_only_breaks_the_bidi_rule_is_checked_as_sent() -> None:
+    # PLAIN-05: RTL text ending in a digit has no SASLprep form (RFC 3454 §6), but
+    # RFC 6856 §2.2 asks to reject only prohibited characters: checked as sent.
+    authenticator = FakeAuthenticator()
+    password = "\u05e9\u05dc\u05d5\u05dd1"
+    with pytest.raises(AuthenticationFailed):
+        await run(
+            PlainMechanism(),
+            exchange(ir=b"\x00alice\x00" + password.encode(), authenticator=authenticator),
+        )
+    assert authenticator.checked == [("alice", password)]
 
 
 async def test_plain_cancel() -> None:

@@ -307,7 +307,9 @@ async def check_offered_password(authenticator: Authenticator, user: str, passwo
     :func:`~trio_pop3._proto._sasl.password_forms` in turn, the password as sent
     first, and the first match wins.  So a password stored without SASLprep (by
     Dovecot, or by :func:`~trio_pop3._passwd.hash_password`) matches when typed as
-    it was stored, and one stored SASLprep'd (RFC 4616 section 2) matches too.
+    it was stored, and one stored SASLprep'd (RFC 4616 section 2) matches too.  A
+    password with a character SASLprep prohibits is refused unchecked (RFC 6856
+    section 2.2).
 
     Timing: how many forms are checked depends only on the offered password, never
     on the user name, and each call takes as long for an unknown user as for a
@@ -319,7 +321,7 @@ async def check_offered_password(authenticator: Authenticator, user: str, passwo
 
     Error handling and cancellation: as for :meth:`Authenticator.check_password`.
     """
-    for form in password_forms(password):
+    for form in password_forms(password, offered=True):
         if await authenticator.check_password(user, form):
             return True
     return False

@@ -52,6 +52,7 @@ __all__ = [
     "parse_cram_md5_response",
     "parse_plain",
     "parse_scram_client_first",
+    "ProhibitedCharacter",
     "password_forms",
     "saslprep",
     "scram_salted_password",
@@ -185,6 +186,14 @@ _PROHIBITED = (
 )
 
 
+class ProhibitedCharacter(ValueError):
+    """SASLprep refused a string for a prohibited character (RFC 4013 section 2.3)."""
+
+    def __init__(self, char: str) -> None:
+        super().__init__(f"SASLprep: prohibited character U+{ord(char):04X}")
+        self.char = char
+
+
 def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
     """Prepare a user name or password with SASLprep (RFC 4013).
 
@@ -205,8 +214,8 @@ def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
         The prepared string.
 
     Raises:
-        ValueError: a prohibited character, an unassigned code point (when not allowed)
-            or a bidi violation.
+        ProhibitedCharacter: a prohibited character (a ValueError).
+        ValueError: an unassigned code point (when not allowed) or a bidi violation.
     """
     mapped = "".join(
         " " if stringprep.in_table_c12(ch) else ch for ch in text if not stringprep.in_table_b1(ch)
@@ -214,7 +223,7 @@ def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
     prepared = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
     for ch in prepared:
         if any(table(ch) for table in _PROHIBITED):
-            raise ValueError(f"SASLprep: prohibited character U+{ord(ch):04X}")
+            raise ProhibitedCharacter(ch)
         if not allow_unassigned and stringprep.in_table_a1(ch):
             raise ValueError(f"SASLprep: unassigned code point U+{ord(ch):04X}")
     # RFC 3454 section 6: text with any RandALCat character must contain no LCat
@@ -228,22 +237,29 @@ def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
     return prepared
 
 
-def password_forms(password: str) -> tuple[str, ...]:
-    """The forms of an offered password to check, in order: as sent, then SASLprep'd.
+def password_forms(password: str, *, offered: bool = False) -> tuple[str, ...]:
+    """The forms of a password to check, in order: as it is, then SASLprep'd.
 
     RFC 4616 section 2 (PLAIN-05) recommends SASLprep but lets a server use another
     preparation, "including none", to interoperate with an external system.  Stored
     passwords made without SASLprep are common: Dovecot applies none, so its
     passwd-files hold passwords (and hashes of them) exactly as they were typed.  So
-    the password as sent is checked first, then its SASLprep form when that differs
-    and is not empty.  A password SASLprep refuses (a prohibited character, or
-    right-to-left text ending in a digit) has no prepared form and is checked only as
-    sent: matching it byte for byte needs no preparation.
+    the password as it is comes first, then its SASLprep form when that differs and
+    is not empty.
+
+    A password SASLprep refuses (a prohibited character such as a control or
+    private-use character, or right-to-left text ending in a digit) has no prepared
+    form, and is checked only as it is.  But one a client ``offered`` with a
+    prohibited character (RFC 4013 section 2.3) has no form at all: RFC 6856
+    section 2.2 (UTF8-05) says to reject it, and no check is made.  Right-to-left
+    text that only breaks the bidi rule (such as a Hebrew word ending in a digit),
+    which RFC 6856 does not ask to reject, is still checked as it is.  A stored
+    secret (``offered`` false, for APOP's digest) is used as it is.
 
     >>> password_forms("secret"), password_forms("two\\u00a0words")
     (('secret',), ('two\\xa0words', 'two words'))
-    >>> password_forms("bad\\x07")
-    ('bad\\x07',)
+    >>> password_forms("bad\\x07"), password_forms("bad\\x07", offered=True)
+    (('bad\\x07',), ())
     """
     if password.isascii() and password.isprintable():
         # SASLprep leaves printable ASCII as it is: no need to run it (it cost 7 % of
@@ -251,6 +267,8 @@ def password_forms(password: str) -> tuple[str, ...]:
         return (password,)
     try:
         prepared = saslprep(password)
+    except ProhibitedCharacter:
+        return () if offered else (password,)
     except ValueError:
         return (password,)
     if prepared and prepared != password:
