@@ -212,16 +212,46 @@ async def test_unregistered_names_are_unreachable(name: str) -> None:
         assert handler.state is State.TRANSACTION
 
 
-class SyncMethodHandler(SkeletonHandler):
-    extra_commands = {"XSYNC": ["AUTH"]}
+def test_a_command_method_without_async_is_refused_at_class_definition() -> None:
+    # It could never be awaited; taken for a missing command, it failed silently.
+    with pytest.raises(TypeError, match=r"SyncMethodHandler.pop3_XSYNC must be an 'async def'"):
 
-    def pop3_XSYNC(self, arg: str | None) -> None:  # not a coroutine: never dispatched
-        raise AssertionError("reached")
+        class SyncMethodHandler(SkeletonHandler):
+            extra_commands = {"XSYNC": ["AUTH"]}
+
+            def pop3_XSYNC(self, arg: str | None) -> None:
+                raise AssertionError("never reached")
 
 
-async def test_registered_sync_method_is_not_dispatched() -> None:
-    async with memory_session(SyncMethodHandler) as s:
-        assert await s.client.command("XSYNC") == "-ERR Unknown command: XSYNC"
+class NoTopHandler(SkeletonHandler):
+    pop3_TOP = None  # noqa: N815 (removes an inherited command)
+
+
+async def test_a_command_method_set_to_none_is_not_a_command() -> None:
+    async with memory_session(NoTopHandler) as s:
+        await s.client.login()
+        assert await s.client.command("TOP 1 0") == "-ERR Unknown command: TOP"
+        _, capa = await s.client.multi("CAPA")
+        assert b"TOP" not in capa
+
+
+@pytest.mark.parametrize("states", [[], ["UPDATE"], ["CONNECT", "AUTH"], "disconnect"])
+def test_add_command_refuses_states_that_read_no_command(states: list[str] | str) -> None:
+    handler = SkeletonHandler()
+    with pytest.raises(ValueError, match="AUTHORIZATION and/or TRANSACTION"):
+        handler.add_command("XNEVER", states)
+
+
+class OutOfSequenceHandler(SkeletonHandler):
+    async def pop3_PASS(self, arg: str | None) -> None:
+        await self.unknown("PASS", arg)  # the Perl synopsis' "PASS not before USER"
+
+
+async def test_unknown_called_for_an_allowed_command_says_not_now() -> None:
+    async with memory_session(OutOfSequenceHandler) as s:
+        assert await s.client.command("PASS x") == "-ERR PASS not allowed now."
+        assert await s.client.command("STAT") == "-ERR STAT not allowed in AUTHORIZATION state."
+        assert await s.client.command("XYZ") == "-ERR Unknown command: XYZ"
 
 
 class HyphenHandler(SkeletonHandler):

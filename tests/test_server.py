@@ -11,6 +11,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trio
@@ -587,3 +588,32 @@ async def test_tcp_nodelay_on_accepted_connections(nursery: trio.Nursery) -> Non
     assert (await client.reply()).startswith("+OK")
     assert seen == [1]
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"timeout": 0},
+        {"timeout": -1},
+        {"timeout": float("nan")},
+        {"login_timeout": 0},
+        {"send_timeout": 0.0},
+        {"tls_handshake_timeout": -5},
+        {"cleanup_timeout": 0},
+        {"cleanup_timeout": None},
+        {"timeout": "60"},
+    ],
+    ids=repr,
+)
+def test_a_timeout_must_be_positive_or_none(option: dict[str, Any]) -> None:
+    """The Perl original's timeout 0 meant "none"; here it would drop every client."""
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=f"{name} must be a positive number of seconds"):
+        POP3Server(SkeletonHandler, **option)
+
+
+def test_none_disables_a_timeout() -> None:
+    server = POP3Server(SkeletonHandler, timeout=None, send_timeout=None)
+    assert server.config.idle_timeout is None
+    assert server.config.login_timeout is None  # follows timeout by default
+    assert POP3Server(SkeletonHandler, timeout=None, login_timeout=30).config.login_timeout == 30

@@ -128,6 +128,26 @@ class POP3Handler:
     #: attribute, then what LANG chose.
     language: str = "en"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a ``pop3_*`` command method that is not ``async def``.
+
+        Such a method could never be awaited: it used to be taken for a missing
+        command (``-ERR Unknown command``, left out of CAPA) without a word.
+        ``pop3_NAME = None`` still removes an inherited command.
+
+        Raises:
+            TypeError: a ``pop3_*`` attribute is neither None nor an ``async def``.
+        """
+        super().__init_subclass__(**kwargs)
+        for name, value in vars(cls).items():
+            if not name.startswith("pop3_") or value is None:
+                continue
+            function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} must be an 'async def' method (or None)"
+                )
+
     def __init__(self) -> None:
         # Shared until add_command() changes it (copy on write): most connections
         # never do, and a private copy per connection costs about 0.5 KB.
@@ -216,12 +236,19 @@ class POP3Handler:
                 self.add_command("xhello", ["auth", "trans"])
 
         Raises:
-            ValueError: ``name`` is empty or not printable ASCII, or a state name is
-                unknown.
+            ValueError: ``name`` is empty or not printable ASCII, a state name is
+                unknown, ``states`` is empty, or it names a state in which no
+                command is read (CONNECT, UPDATE, DISCONNECT).
         """
         key = normalize_command_name(name)
+        parsed = states_of(states)
+        if not parsed or not parsed <= _ASSIGNABLE_STATES:
+            raise ValueError(
+                f"command {key} must be allowed in AUTHORIZATION and/or TRANSACTION, "
+                f"the states that read commands (got {sorted(s.name for s in parsed)})"
+            )
         commands = dict(self._commands)
-        commands[key] = commands.get(key, frozenset()) | states_of(states)
+        commands[key] = commands.get(key, frozenset()) | parsed
         self._commands = commands
 
     def allowed(self, name: str, state: State | None = None) -> bool:
@@ -585,7 +612,10 @@ class POP3Handler:
             says.
         """
         if command in self._commands and self.implements(command):
-            await self.send_err(f"{command} not allowed in {self._state.name} state.")
+            if self.allowed(command):  # a command method found it out of sequence
+                await self.send_err(f"{command} not allowed now.")
+            else:
+                await self.send_err(f"{command} not allowed in {self._state.name} state.")
         else:
             await self.send_err(f"Unknown command: {command[:40]}")
 

@@ -99,7 +99,9 @@ class POP3Server:
     In tests, ``listeners = await nursery.start(server.serve)`` with ``port=0``.
 
     Raises:
-        ValueError: ``pop3s_port`` is given without an ``ssl_context``, or
+        ValueError: a timeout is not a positive number of seconds (or None, which
+            disables it; ``cleanup_timeout`` cannot be None), ``pop3s_port`` is
+            given without an ``ssl_context``, or
             ``greeting`` is not a greeting's text (RFC 2449 section 3: ASCII, no
             ``<`` or ``>``, which only the APOP timestamp may use, at most 506
             characters).
@@ -131,6 +133,16 @@ class POP3Server:
         problem = greeting_text_problem(greeting)
         if problem is not None:
             raise ValueError(f"the greeting {problem}")
+        if login_timeout is _Default:
+            login_timeout = timeout
+        for name, value in (
+            ("timeout", timeout),
+            ("login_timeout", login_timeout),
+            ("send_timeout", send_timeout),
+            ("tls_handshake_timeout", tls_handshake_timeout),
+            ("cleanup_timeout", cleanup_timeout),
+        ):
+            _check_seconds(name, value, none_allowed=name != "cleanup_timeout")
         if ssl_context is not None and ssl_context.minimum_version < ssl.TLSVersion.TLSv1_2:
             # RFC 8314 section 4.1 / RFC 8997: TLS 1.2 is the minimum.
             ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -142,7 +154,7 @@ class POP3Server:
             greeting=greeting,
             goodbye=goodbye,
             idle_timeout=timeout,
-            login_timeout=timeout if login_timeout is _Default else login_timeout,
+            login_timeout=login_timeout,
             send_timeout=send_timeout,
             tls_handshake_timeout=tls_handshake_timeout,
             cleanup_timeout=cleanup_timeout,
@@ -493,6 +505,19 @@ class POP3Server:
         except BaseException:
             await trio.aclose_forcefully(stream)  # closing twice is harmless
             raise
+
+
+def _check_seconds(name: str, value: object, *, none_allowed: bool) -> None:
+    """Refuse a timeout that is not a positive number of seconds (or None, if allowed).
+
+    The Perl original took 0 to mean "no timeout"; here 0 would close every
+    connection at once, so it is an error that says what to write instead.
+    """
+    if value is None and none_allowed:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        disable = " (None disables it)" if none_allowed else ""
+        raise ValueError(f"{name} must be a positive number of seconds{disable}, not {value!r}")
 
 
 async def _refuse(stream: trio.abc.Stream, text: str) -> None:
