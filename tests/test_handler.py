@@ -845,3 +845,30 @@ async def test_send_data_from_a_list_and_an_async_iterable_agree() -> None:
         assert first == "+OK async"
     assert sync_lines == async_lines
     assert sync_lines[0] == b"..dot"
+
+
+class TwiceHandler(SkeletonHandler):
+    extra_commands = {"XTWO": ["AUTH"], "XOKERR": ["AUTH"]}
+
+    async def pop3_XTWO(self, arg: str | None) -> None:
+        await self.send_ok("one")
+        await self.send_ok("two")  # a bug: would answer the client's next command
+
+    async def pop3_XOKERR(self, arg: str | None) -> None:
+        await self.send_data("listing", ["a"])
+        raise POP3Error("too late")  # answered already: must not add a -ERR
+
+
+async def test_a_second_reply_to_one_command_is_refused_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 1939 §3: one reply per command, or the client reads every later one wrong."""
+    async with memory_session(TwiceHandler) as s:
+        c = s.client
+        assert await c.command("XTWO") == "+OK one"
+        assert await c.command("USER alice") == "+OK username accepted, send password"
+        assert await c.multi("XOKERR") == ("+OK listing", [b"a"])
+        assert await c.command("NOOP") == "-ERR NOOP not allowed in AUTHORIZATION state."
+    errors = [r for r in caplog.records if "raised after its reply" in r.getMessage()]
+    assert [r.getMessage().split()[1] for r in errors] == ["XTWO", "XOKERR"]
+    assert "second reply to one command" in str(errors[0].exc_info[1])  # type: ignore[index]

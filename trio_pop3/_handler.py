@@ -279,6 +279,10 @@ class POP3Handler:
                 closed, a write made no progress for ``send_timeout`` seconds, or an
                 earlier write had already failed.  Let it propagate: the session
                 ends without UPDATE.
+            RuntimeError: the command already has its reply (RFC 1939 section 3:
+                one per command; :meth:`send_err`, :meth:`send_data` and
+                :meth:`send_message` count too, :meth:`send_raw` does not).  The
+                first reply stands, this one is not sent, and the error is logged.
 
         Cancellation:
             Output is buffered: a reply normally only joins the session's output
@@ -291,9 +295,10 @@ class POP3Handler:
             :class:`trio.Cancelled` propagates and the connection counts as broken:
             nothing more is sent on it.
         """
+        session = self._claim_reply()
         line = format_reply(True, text, None if code is None else str(code))
-        if not self._s.queue_reply(line):  # usually queued: no await at all
-            await self._s.write(line)
+        if not session.queue_reply(line):  # usually queued: no await at all
+            await session.write(line)
 
     async def send_err(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         """Send ``-ERR text``; ``code`` is a response code such as ``ResponseCode.SYS_TEMP``.
@@ -306,9 +311,31 @@ class POP3Handler:
         Cancellation:
             As for :meth:`send_ok`: usually only buffered, not a checkpoint.
         """
+        session = self._claim_reply()
         line = format_reply(False, text, None if code is None else str(code))
-        if not self._s.queue_reply(line):  # usually queued: no await at all
-            await self._s.write(line)
+        if not session.queue_reply(line):  # usually queued: no await at all
+            await session.write(line)
+
+    def _claim_reply(self) -> Session:
+        """Note that the current command has its status line; refuse a second one.
+
+        RFC 1939 section 3: one reply per command.  A second would be read as the
+        reply to the client's next command, and every answer after it too.
+
+        Raises:
+            ClientDisconnected: the session has ended (a task that outlived it).
+            RuntimeError: the command (or the greeting) was answered already.
+        """
+        session = self._s
+        if session.replied:
+            if self._state is State.DISCONNECT:
+                raise ClientDisconnected("the session has ended")
+            raise RuntimeError(
+                "a second reply to one command (send_ok, send_err, send_data or "
+                "send_message); the first was sent, this one is not"
+            )
+        session.replied = True
+        return session
 
     async def send_data(
         self,
@@ -386,9 +413,11 @@ class POP3Handler:
         writer: MessageWriter,
     ) -> None:
         """Send ``+OK``, then ``chunks`` through ``writer``, then the terminator."""
-        session = self._s
+        session = self._claim_reply()
         session.begin_body()
-        await self.send_ok(text, code)
+        line = format_reply(True, text, None if code is None else str(code))
+        if not session.queue_reply(line):
+            await session.write(line)
         write = session.write
         if isinstance(chunks, AsyncIterable):
             iterator = chunks.__aiter__()

@@ -132,6 +132,7 @@ class Session:
         "inbuf",
         "label",
         "peer",
+        "replied",
         "sends",
         "sent",
         "server",
@@ -162,6 +163,9 @@ class Session:
         self.idle = False
         self.bad_commands = 0
         self.auth_failures = 0
+        #: The current command (or the greeting) has its status line: a second
+        #: would answer the client's next command (see POP3Handler._claim_reply).
+        self.replied = False
         #: Where the current multi-line reply began: (output buffer length, sends).
         self.body_start: tuple[int, int] | None = None
         self.sends = 0
@@ -568,6 +572,7 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                 line = session.buffered_line()
                 if line is None:
                     line = await session.read_line(handler._state)
+                session.replied = False  # whatever comes next answers this line
                 if line is None:
                     # RFC 1939 section 3: on autologout, close without UPDATE and
                     # without reply.
@@ -718,12 +723,28 @@ async def _command_failed(
     handler: POP3Handler, session: Session, name: str, exc: Exception
 ) -> None:
     """Answer a command method's exception, or end the session mid-response."""
-    if session.body_start is not None and not session.abandon_body():
-        # "+OK" and part of the body are on the wire: a -ERR now would read as
-        # data.  Ending the connection is the only honest answer (no UPDATE).
-        logger.error("%s %s failed in the middle of its response: %r", session.label, name, exc)
-        session.broken = True
-        raise _ClientGone("error in the middle of a response") from exc
+    if session.body_start is not None:
+        if not session.abandon_body():
+            # "+OK" and part of the body are on the wire: a -ERR now would read as
+            # data.  Ending the connection is the only honest answer (no UPDATE).
+            logger.error(
+                "%s %s failed in the middle of its response: %r", session.label, name, exc
+            )
+            session.broken = True
+            raise _ClientGone("error in the middle of a response") from exc
+        session.replied = False  # its "+OK" was withdrawn with the body
+    elif session.replied:
+        # The command was answered before it raised: a -ERR now would be taken for
+        # the answer to the client's next command.  Log it; the session goes on.
+        if isinstance(exc, POP3Error) or session.config.catch_errors:
+            logger.error(
+                "%s %s raised after its reply (nothing more sent)",
+                session.label,
+                name,
+                exc_info=exc,
+            )
+            return
+        raise exc
     await _answer_exception(handler, session, exc, f"{name} command")
 
 
