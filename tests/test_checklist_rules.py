@@ -49,7 +49,7 @@ from test_tls import (
     tls_server as tls_server,
 )
 
-from trio_pop3 import POP3Server, wire_size
+from trio_pop3 import Limits, POP3Server, wire_size
 from trio_pop3._cli import _make_server, _ssl_context, build_parser
 from trio_pop3._proto._state import STANDARD_COMMANDS
 from trio_pop3._sasl import DEFAULT_MECHANISMS, CramMD5Mechanism
@@ -847,32 +847,64 @@ async def test_tls07_library_privacy_mode(
 
 
 @pytest.mark.rfc("2595", "2.2")
-@pytest.mark.xfail(
-    strict=True,
-    reason="TLS-07: trio-pop3 serve has no privacy mode (cf. Dovecot ssl=required): with "
-    "--tls-cert, SCRAM-SHA-256 logs in and RETR returns mail in cleartext on --port, and "
-    "no option refuses authentication until TLS is active",
-)
-async def test_tls07_cli_server_refuses_authentication_before_tls(
-    nursery: trio.Nursery, server_context: ssl.SSLContext
+async def test_tls07_require_tls_refuses_every_login_before_tls(
+    nursery: trio.Nursery, server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    """TLS-07 (RFC 2595 §2.2): the command-line server (trio_pop3._cli._make_server, as
-    ``serve`` calls it with --tls-cert) can refuse every login before STLS."""
+    """TLS-07 (RFC 2595 §2.2): ``require_tls`` (``serve --require-tls``, as the command
+    line builds it) refuses every login before STLS, SCRAM included, and offers none."""
     store = MemoryStore({"alice": [MESSAGE]})
     server = _make_server(
         store,
         MemoryAuthenticator(MAILBOX_USERS),
+        require_tls=True,
+        apop=True,
         host="127.0.0.1",
         port=0,
         ssl_context=server_context,
         limits=FAST_LIMITS,
     )
     listeners = await nursery.start(server.serve)
+    stream, client = await plain_client(listeners[0].socket.getsockname()[1])
+    caps = await capa(client)
+    assert b"STLS" in caps
+    assert b"USER" not in caps
+    assert not any(c.startswith(b"SASL") for c in caps)
+    refused = "-ERR [AUTH] TLS is required; send STLS first."
+    bare = b"n,,n=alice,r=Xn0nceFromTheClient"
+    assert await client.command("AUTH SCRAM-SHA-256 " + b64(bare)) == refused
+    assert await client.command("AUTH PLAIN " + b64("\0alice\0secret")) == refused
+    assert await client.command("USER alice") == refused
+    assert await client.command("APOP alice " + "0" * 32) == "-ERR APOP is not available."
+    assert await client.command("STLS") == "+OK Begin TLS negotiation now."
+    secure = await starttls(stream, client_context)
+    assert b"USER" in await capa(secure)
+    await secure.login()
+    first, _ = await secure.multi("RETR 1")
+    assert first.startswith("+OK")
+    await secure.aclose()
+
+
+@pytest.mark.rfc("2595", "2.3")
+async def test_a_trusted_network_counts_as_secure(
+    nursery: trio.Nursery, server_context: ssl.SSLContext
+) -> None:
+    """TLS-05 (RFC 2595 §2.3) as Dovecot reads it: ``login_trusted_networks`` (here
+    ``Limits.trusted_networks``, ``--trusted-network``) lift the plaintext rule and
+    ``require_tls``, for a webmail front end on the same host."""
+    server = _make_server(
+        MemoryStore({"alice": [MESSAGE]}),
+        MemoryAuthenticator(MAILBOX_USERS),
+        require_tls=True,
+        host="127.0.0.1",
+        port=0,
+        ssl_context=server_context,
+        limits=Limits(auth_failure_delay=0, trusted_networks=["127.0.0.0/8"]),
+    )
+    listeners = await nursery.start(server.serve)
     client, _ = await open_client(listeners[0].socket.getsockname()[1])
-    reply = await scram_login(client)
-    first, _ = await client.multi("RETR 1") if reply.startswith("+OK") else (reply, [])
+    assert b"USER" in await capa(client)
+    await client.login()  # USER/PASS in plaintext, from a trusted address
     await client.aclose()
-    assert reply.startswith("-ERR"), f"cleartext login: {reply!r}, then RETR: {first!r}"
 
 
 @pytest.mark.rfc("2595", "2.5")

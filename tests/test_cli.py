@@ -153,6 +153,10 @@ BAD_COMMAND_LINES: dict[str, tuple[Callable[[MailSetup], list[str]], str]] = {
         lambda c: serve_args(c, "--pop3s-port", str(free_port())),
         "--pop3s-port needs --tls-cert and --tls-key",
     ),
+    "--require-tls without TLS": (
+        lambda c: serve_args(c, "--require-tls"),
+        "--require-tls needs --tls-cert and --tls-key",
+    ),
     "bad --trusted-network": (
         lambda c: serve_args(c, "--trusted-network", "10.0.0.0/33"),
         "not an IP network: '10.0.0.0/33'",

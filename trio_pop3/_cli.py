@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CIDR",
         help="client network exempt from the failed-login delay and the per-address "
-        "connection limit, e.g. a webmail front end (repeatable; default: none)",
+        "connection limit, and counted as secure for plaintext logins, e.g. a webmail "
+        "front end (repeatable; default: none)",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
@@ -180,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-insecure-auth",
         action="store_true",
         help="allow plaintext logins without TLS even when TLS is configured",
+    )
+    serve.add_argument(
+        "--require-tls",
+        action="store_true",
+        help="refuse every login (SCRAM included) until TLS is active, except from "
+        "--trusted-network clients (RFC 2595 section 2.2; Dovecot's ssl = required)",
     )
     serve.add_argument("--apop", action="store_true", help="offer APOP (needs {PLAIN} secrets)")
     serve.add_argument(
@@ -454,6 +461,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.pop3s_port is not None and context is None:
         raise UsageError("--pop3s-port needs --tls-cert and --tls-key")
+    if args.require_tls and context is None:
+        raise UsageError("--require-tls needs --tls-cert and --tls-key")
+    if args.require_tls and args.allow_insecure_auth:
+        raise UsageError("--require-tls and --allow-insecure-auth contradict each other")
     store = MaildirStore(args.maildir_root, lock=args.maildrop_lock, mark_seen=args.mark_seen)
     server = _make_server(
         store,
@@ -471,6 +482,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ssl_context=context,
         pop3s_port=args.pop3s_port,
         allow_insecure_auth=args.allow_insecure_auth,
+        require_tls=args.require_tls,
         apop=args.apop,
         utf8_legacy=args.utf8_legacy,
         expire=args.expire,
@@ -511,6 +523,7 @@ def _make_server(
     authenticator: Authenticator,
     *,
     allow_insecure_auth: bool = False,
+    require_tls: bool = False,
     apop: bool = False,
     utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
@@ -524,6 +537,7 @@ def _make_server(
         authenticator,
         apop=apop,
         allow_insecure_auth=allow_insecure_auth,
+        require_tls=require_tls,
         utf8_legacy=utf8_legacy,
         expire=expire,
         username_format=username_format,

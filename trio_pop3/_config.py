@@ -72,7 +72,9 @@ class Limits:
             ``login_trusted_networks``: a webmail front end or a proxy that logs in
             for many users from one address.  A trusted client's failures do not
             count against its address either; ``max_auth_failures`` still applies.
-            Empty by default.
+            :class:`~trio_pop3.mailbox.MailboxHandler` also counts such a client as
+            secure (plaintext logins, ``require_tls``), as Dovecot does.  Empty by
+            default.
 
     Raises:
         ValueError: ``max_command_line`` is below 255, ``max_auth_line`` below

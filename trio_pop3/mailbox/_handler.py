@@ -69,6 +69,14 @@ class MailboxHandler(POP3Handler):
         allow_insecure_auth: Allow USER/PASS, APOP and plaintext SASL mechanisms on a
             connection that is not encrypted even though the server offers TLS.
             Without an SSL context on the server, plaintext login is always allowed.
+            A client in ``Limits.trusted_networks`` counts as secure (see
+            :meth:`secured`).
+        require_tls: Refuse every login, whatever the mechanism, until TLS is active
+            (RFC 2595 section 2.2's privacy mode, TLS-07; Dovecot's ``ssl =
+            required``): USER, PASS, APOP and AUTH get ``-ERR [AUTH] TLS is
+            required; send STLS first.``, and CAPA offers neither USER nor SASL
+            before STLS.  Trusted clients are exempt.  The server needs an SSL
+            context, or only trusted clients can ever log in.
         mechanisms: SASL mechanisms offered by AUTH (RFC 5034), in CAPA order.  Add
             your own :class:`~trio_pop3.SASLMechanism` subclass here.
         login_delay: A shared :class:`LoginDelay`: announce LOGIN-DELAY and refuse
@@ -127,6 +135,7 @@ class MailboxHandler(POP3Handler):
         *,
         apop: bool = False,
         allow_insecure_auth: bool = False,
+        require_tls: bool = False,
         mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
         login_delay: LoginDelay | None = None,
         expire: int | Literal["NEVER"] | None = None,
@@ -139,6 +148,7 @@ class MailboxHandler(POP3Handler):
         self.authenticator = authenticator
         self.apop_enabled = apop
         self.allow_insecure_auth = allow_insecure_auth
+        self.require_tls = require_tls
         self.mechanisms = tuple(mechanisms)
         self.login_delay = login_delay
         if (
@@ -168,20 +178,37 @@ class MailboxHandler(POP3Handler):
         text = super().greeting()
         # GREET-05: the timestamp *is* the APOP advertisement, so it appears only where
         # APOP may be used.
-        if self.apop_enabled and self.plaintext_allowed():
+        if self.apop_enabled and self.plaintext_allowed() and self.login_allowed():
             rand = os.urandom(APOP_RANDOM_BYTES).hex()
             self._timestamp = f"<{os.getpid()}.{time.time_ns()}.{rand}@{self._s.config.hostname}>"
             text = fit_greeting(text, self._timestamp)
         return text
 
+    def secured(self) -> bool:
+        """Whether this connection counts as secure: TLS, or a trusted client.
+
+        A client in ``Limits.trusted_networks`` (a webmail front end on the same
+        host or network) counts as secure, as in
+        Dovecot, whose ``login_trusted_networks`` lift ``disable_plaintext_auth``
+        and ``ssl = required`` alike.
+        """
+        if self.tls:
+            return True
+        peer = self.peer
+        return peer is not None and self._s.config.limits.is_trusted(peer[0])
+
     def plaintext_allowed(self) -> bool:
         """Whether plaintext logins are allowed on this connection now (RFC 2595 §2.3)."""
-        return self.tls or self.allow_insecure_auth or self._s.config.ssl_context is None
+        return self.allow_insecure_auth or self._s.config.ssl_context is None or self.secured()
+
+    def login_allowed(self) -> bool:
+        """Whether any login is allowed now: always, unless ``require_tls`` (TLS-07)."""
+        return not self.require_tls or self.secured()
 
     def capabilities(self) -> list[str]:
         """CAPA lines: USER only where plaintext login is allowed (TLS-05)."""
         caps = super().capabilities()
-        if not self.plaintext_allowed():
+        if not (self.plaintext_allowed() and self.login_allowed()):
             caps.remove("USER")
         offered = self.offered_mechanisms()
         if offered:
@@ -198,7 +225,12 @@ class MailboxHandler(POP3Handler):
         return caps
 
     # -- authorization ------------------------------------------------------------------
+    def _require_secure_login(self) -> None:
+        if not self.login_allowed():
+            raise POP3Error("TLS is required; send STLS first.", ResponseCode.AUTH)
+
     def _require_plaintext(self) -> None:
+        self._require_secure_login()
         if not self.plaintext_allowed():
             raise POP3Error(
                 "Plaintext authentication disallowed on non-secure connections.",
@@ -284,6 +316,8 @@ class MailboxHandler(POP3Handler):
 
     def offered_mechanisms(self) -> list[SASLMechanism]:
         """The SASL mechanisms usable on this connection now (plaintext ones need TLS)."""
+        if not self.login_allowed():
+            return []
         plaintext = self.plaintext_allowed()
         return [m for m in self.mechanisms if plaintext or not m.plaintext]
 
@@ -294,6 +328,7 @@ class MailboxHandler(POP3Handler):
         exchange leaves the session as if AUTH had never been issued (SASL-14).
         """
         self._pending_user = None
+        self._require_secure_login()
         offered = self.offered_mechanisms()
         if arg is None or not arg.strip():
             await self.send_data("", [m.name for m in offered])
