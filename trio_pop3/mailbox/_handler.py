@@ -65,7 +65,11 @@ class MailboxHandler(POP3Handler):
         store: Opens and locks maildrops.
         authenticator: Checks passwords (and supplies APOP secrets).
         apop: Offer APOP (a timestamp in the greeting).  Off by default: it needs
-            plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).
+            plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).  USER/PASS
+            stay available too, as in Dovecot; RFC 1939 section 13 advises against
+            both for one mailbox, so a site that wants APOP alone sets ``pop3_USER =
+            None`` and ``pop3_PASS = None`` in a subclass (for mypy, with ``# type:
+            ignore[assignment]``).
         allow_insecure_auth: Allow USER/PASS, APOP and plaintext SASL mechanisms on a
             connection that is not encrypted even though the server offers TLS.
             Without an SSL context on the server, plaintext login is always allowed.
@@ -208,7 +212,7 @@ class MailboxHandler(POP3Handler):
     def capabilities(self) -> list[str]:
         """CAPA lines: USER only where plaintext login is allowed (TLS-05)."""
         caps = super().capabilities()
-        if not (self.plaintext_allowed() and self.login_allowed()):
+        if "USER" in caps and not (self.plaintext_allowed() and self.login_allowed()):
             caps.remove("USER")
         offered = self.offered_mechanisms()
         if offered:
@@ -325,7 +329,9 @@ class MailboxHandler(POP3Handler):
         """AUTH mechanism [initial-response] (RFC 5034 section 4).
 
         ``AUTH`` alone lists the mechanisms (what some Outlook versions send).  A failed
-        exchange leaves the session as if AUTH had never been issued (SASL-14).
+        exchange leaves the session in AUTHORIZATION as it was (SASL-14): another
+        mechanism, USER/PASS or APOP may follow.  A USER sent before AUTH must be
+        sent again, since PASS may only follow USER directly (RFC 1939 section 7).
         """
         self._pending_user = None
         self._require_secure_login()
