@@ -68,9 +68,7 @@ class SkeletonHandler(trio_pop3.POP3Handler):
 
     async def pop3_RETR(self, arg: str | None) -> None:
         messages = self.get("messages")
-        if arg is None or not arg.isdecimal() or not 1 <= int(arg) <= len(messages):
-            raise trio_pop3.POP3Error("no such message")
-        message = messages[int(arg) - 1]
+        message = messages[self.message_number(arg, len(messages)) - 1]
         await self.send_data(f"{self._size(message)} octets", message)
 
     async def pop3_NOOP(self, arg: str | None) -> None:

@@ -323,7 +323,7 @@ async def test_wire05_sasl_response_longer_than_a_command(
     response = b64(f"{user}\0{user}\0{password}")
     assert len(response) == 1024
     assert await client.command("AUTH PLAIN") == "+ "
-    assert await client.command(response) == "+OK Logged in, 1 messages (11 octets)."
+    assert await client.command(response) == "+OK Logged in, 1 message (11 octets)."
 
 
 # -- greeting (RFC 2449 section 3) --------------------------------------------------------

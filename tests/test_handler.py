@@ -872,3 +872,26 @@ async def test_a_second_reply_to_one_command_is_refused_and_logged(
     errors = [r for r in caplog.records if "raised after its reply" in r.getMessage()]
     assert [r.getMessage().split()[1] for r in errors] == ["XTWO", "XOKERR"]
     assert "second reply to one command" in str(errors[0].exc_info[1])  # type: ignore[index]
+
+
+@pytest.mark.rfc("1939", "3")
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("1", 1),
+        (" 3 ", 3),
+        ("\u0661", "Invalid message number."),  # an Arabic-Indic 1: isdecimal() says yes
+        ("\uff12", "Invalid message number."),  # a full-width 2
+        ("+1", "Invalid message number."),
+        ("0", "No such message."),
+        ("4", "No such message."),
+        (None, "Message number required."),
+    ],
+)
+def test_message_number_takes_ascii_digits_in_range(arg: str | None, expected: int | str) -> None:
+    if isinstance(expected, int):
+        assert POP3Handler.message_number(arg, 3) == expected
+    else:
+        with pytest.raises(POP3Error) as caught:
+            POP3Handler.message_number(arg, 3)
+        assert caught.value.text == expected

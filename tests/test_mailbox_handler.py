@@ -186,7 +186,7 @@ async def test_apop_rfc_test_vector(apop_factory: Factory) -> None:
     async with memory_session(apop_factory, read_greeting=False) as s:
         assert await s.client.reply() == f"+OK POP3 server ready {RFC_TIMESTAMP}"
         reply = await s.client.command(f"APOP mrose {RFC_DIGEST}")
-        assert reply == "+OK Logged in, 1 messages (22 octets)."
+        assert reply == "+OK Logged in, 1 message (22 octets)."
         assert await s.client.command("STAT") == "+OK 1 22"
 
 

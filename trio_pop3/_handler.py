@@ -19,6 +19,7 @@ import trio
 from ._errors import ClientDisconnected, POP3Error, ResponseCode
 from ._proto._commands import format_reply
 from ._proto._lang import choose_language
+from ._proto._maildrop import parse_message_number
 from ._proto._receivebuffer import LineTooLong
 from ._proto._state import STANDARD_COMMANDS, State, normalize_command_name, states_of
 from ._proto._wire import MessageWriter
@@ -269,6 +270,33 @@ class POP3Handler:
         """Return whether a method for command ``name`` exists (for CAPA)."""
         method = getattr(self, _method_name(name), None)
         return method is not None and _is_async(getattr(method, "__func__", method))
+
+    @staticmethod
+    def message_number(arg: str | None, count: int) -> int:
+        """Return the message number ``arg`` names, from 1 to ``count``.
+
+        RFC 1939 section 3: a message number is decimal digits.  Only ASCII digits
+        count: ``str.isdecimal()`` would take an Arabic-Indic one (U+0661) for 1.
+
+        Example::
+
+            async def pop3_RETR(self, arg):
+                number = self.message_number(arg, len(self.messages))
+                await self.send_message("", [self.messages[number - 1]])
+
+        Raises:
+            POP3Error: ``arg`` is missing, not a number, or not from 1 to ``count``
+                (answered ``-ERR No such message.`` when not caught).
+        """
+        if arg is None:
+            raise POP3Error("Message number required.")
+        try:
+            number = parse_message_number(arg.strip())
+        except ValueError:
+            raise POP3Error("Invalid message number.") from None
+        if not 1 <= number <= count:
+            raise POP3Error("No such message.")
+        return number
 
     # -- replies -----------------------------------------------------------------
     async def send_ok(self, text: str = "", code: ResponseCode | str | None = None) -> None:

@@ -57,9 +57,8 @@ class ReportHandler(trio_pop3.POP3Handler):
 
     def message(self, arg: str | None) -> tuple[int, bytes]:
         """Return the number and bytes of the message ``arg`` names, or raise -ERR."""
-        if arg is None or not arg.isdecimal() or not 1 <= int(arg) <= len(self.messages):
-            raise trio_pop3.POP3Error("No such message.")
-        return int(arg), self.messages[int(arg) - 1]
+        number = self.message_number(arg, len(self.messages))
+        return number, self.messages[number - 1]
 
     async def pop3_STAT(self, arg: str | None) -> None:
         size = sum(trio_pop3.wire_size(m) for m in self.messages)

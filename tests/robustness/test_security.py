@@ -274,7 +274,7 @@ async def test_symlinked_message_file_is_not_served(tmp_path: Path, outside: Pat
     os.mkfifo(os.path.join(fixture.path, "cur", "4.M4P4.fifo:2,"))  # must not hang
     with trio.fail_after(10):
         reply, bodies = await read_all(MaildirStore(tmp_path / "mail"))
-    assert reply.startswith("+OK Logged in, 1 messages"), reply
+    assert reply.startswith("+OK Logged in, 1 message"), reply
     assert bodies == [b"Subject: real\r\n\r\nhello\r\n"]
 
 

@@ -83,6 +83,11 @@ number_st = st.one_of(
 )
 
 
+def messages(count: int) -> str:
+    """How the replies' text counts messages."""
+    return "1 message" if count == 1 else f"{count} messages"
+
+
 class StoreAdapter(Protocol):
     store: MailStore
     vanish_breaks_retr: bool
@@ -339,7 +344,7 @@ class SessionMachine(RuleBasedStateMachine):
         if good and pending == USER:
             count = len(self.model)
             size = sum(len(wire_form(d)) for _, d in self.model)
-            assert reply == f"+OK Logged in, {count} messages ({size} octets).", reply
+            assert reply == f"+OK Logged in, {messages(count)} ({size} octets).", reply
             conn.trans = True
             conn.snapshot = list(self.model)  # LOCK-05: the snapshot taken at login
             self.vanished.clear()
@@ -379,7 +384,7 @@ class SessionMachine(RuleBasedStateMachine):
             self._parsed("LIST")
             visible = self._visible()
             size = sum(len(wire_form(d)) for _, _, d in visible)
-            assert first == f"+OK {len(visible)} messages ({size} octets)", first
+            assert first == f"+OK {messages(len(visible))} ({size} octets)", first
             # RFC 1939 §5 (LIST-01, SIZE-01): exact sizes, deleted ones left out.
             assert lines == [f"{n} {len(wire_form(d))}".encode() for n, _, d in visible]
             return
@@ -487,7 +492,7 @@ class SessionMachine(RuleBasedStateMachine):
         self._conn().deleted.clear()  # RFC 1939 §5 (RSET-01)
         visible = self._visible()
         size = sum(len(wire_form(d)) for _, _, d in visible)
-        assert reply == f"+OK {len(visible)} messages ({size} octets).", reply
+        assert reply == f"+OK {messages(len(visible))} ({size} octets).", reply
 
     @precondition(lambda self: self.conn is not None)
     @rule()

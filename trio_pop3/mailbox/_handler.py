@@ -429,7 +429,7 @@ class MailboxHandler(POP3Handler):
         peer = self.peer
         logger.info("login: user=%s rip=%s", log_name(user), peer[0] if peer else "-")
         count, size = self.maildrop.stat()
-        await self.send_ok(f"Logged in, {count} messages ({size} octets).")
+        await self.send_ok(f"Logged in, {_count(count)} ({size} octets).")
 
     # -- transaction ----------------------------------------------------------------
     @property
@@ -458,7 +458,7 @@ class MailboxHandler(POP3Handler):
             await self.send_ok(f"{number} {message.size}")
             return
         count, size = self._drop.stat()
-        await self._send_listing(f"{count} messages ({size} octets)", _LIST_BODIES, _scan_lines)
+        await self._send_listing(f"{_count(count)} ({size} octets)", _LIST_BODIES, _scan_lines)
 
     async def pop3_UIDL(self, arg: str | None) -> None:
         """UIDL [msg] (RFC 1939 §7): unique-id listings."""
@@ -557,7 +557,7 @@ class MailboxHandler(POP3Handler):
         """RSET (RFC 1939 §5): unmark all messages."""
         self._drop.reset()
         count, size = self._drop.stat()
-        await self.send_ok(f"{count} messages ({size} octets).")
+        await self.send_ok(f"{_count(count)} ({size} octets).")
 
     async def pop3_NOOP(self, arg: str | None) -> None:
         """NOOP (RFC 1939 §5)."""
@@ -798,6 +798,11 @@ _SURROGATE_SIZES = SurrogateSizes()
 #: Full LIST and UIDL bodies of shared snapshots (see MailboxHandler._send_listing).
 _LIST_BODIES = ListingCache()
 _UIDL_BODIES = ListingCache()
+
+
+def _count(messages: int) -> str:
+    """``"1 message"``, ``"2 messages"``: for the text of a reply."""
+    return "1 message" if messages == 1 else f"{messages} messages"
 
 
 def _scan_lines(drop: Maildrop[MessageInfo]) -> list[str]:
