@@ -895,3 +895,12 @@ def test_message_number_takes_ascii_digits_in_range(arg: str | None, expected: i
         with pytest.raises(POP3Error) as caught:
             POP3Handler.message_number(arg, 3)
         assert caught.value.text == expected
+
+
+@pytest.mark.parametrize("hook", ["on_connect", "commit", "disconnect", "unknown", "on_tls"])
+def test_a_hook_without_async_is_refused_at_class_definition(hook: str) -> None:
+    def plain(self: POP3Handler, *args: object) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match=f"Plain.{hook} must be an 'async def' method"):
+        type("Plain", (SkeletonHandler,), {hook: plain})

@@ -130,18 +130,24 @@ class POP3Handler:
     language: str = "en"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Refuse a ``pop3_*`` command method that is not ``async def``.
+        """Refuse a command method or hook that is not ``async def``.
 
-        Such a method could never be awaited: it used to be taken for a missing
-        command (``-ERR Unknown command``, left out of CAPA) without a word.
-        ``pop3_NAME = None`` still removes an inherited command.
+        Such a method could never be awaited: a ``pop3_*`` one used to be taken for
+        a missing command (``-ERR Unknown command``, left out of CAPA) without a
+        word, and a plain ``def commit`` ran, then failed QUIT.  ``pop3_NAME =
+        None`` still removes an inherited command.
 
         Raises:
-            TypeError: a ``pop3_*`` attribute is neither None nor an ``async def``.
+            TypeError: a ``pop3_*`` attribute is neither None nor an ``async def``,
+                or a hook the framework awaits (``on_connect``, ``commit``,
+                ``disconnect``, ``unknown``, ``on_tls``) is not an ``async def``.
         """
         super().__init_subclass__(**kwargs)
         for name, value in vars(cls).items():
-            if not name.startswith("pop3_") or value is None:
+            if name in _AWAITED_HOOKS:
+                if value is None:
+                    raise TypeError(f"{cls.__qualname__}.{name} must be an 'async def' method")
+            elif not name.startswith("pop3_") or value is None:
                 continue
             function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
             if not inspect.iscoroutinefunction(function):
@@ -655,7 +661,8 @@ class POP3Handler:
     async def unknown(self, command: str, arg: str | None) -> None:
         """Answer a command that is unknown or not allowed in this state (``-ERR``).
 
-        Each call that returns counts towards :attr:`Limits.max_bad_commands`.
+        Each call the framework makes counts towards :attr:`Limits.max_bad_commands`
+        (a command method that calls it for an out-of-sequence command does not).
 
         Raises:
             ClientDisconnected: from :meth:`send_err`.
@@ -795,6 +802,9 @@ class POP3Handler:
         self.language = type(self).language
         await self.on_tls()
 
+
+#: The hooks the framework awaits: a subclass must define them with ``async def``.
+_AWAITED_HOOKS: Final = frozenset({"on_connect", "commit", "disconnect", "unknown", "on_tls"})
 
 #: The states a handler may assign to :attr:`POP3Handler.state`.
 _ASSIGNABLE_STATES: Final = frozenset({State.AUTHORIZATION, State.TRANSACTION})
