@@ -6,11 +6,15 @@ import base64
 import functools
 import inspect
 import logging
+import os
 import poplib
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -617,3 +621,48 @@ def test_none_disables_a_timeout() -> None:
     assert server.config.idle_timeout is None
     assert server.config.login_timeout is None  # follows timeout by default
     assert POP3Server(SkeletonHandler, timeout=None, login_timeout=30).config.login_timeout == 30
+
+
+DEBUG_WITHOUT_LOGGING = """
+import trio, trio.testing, trio_pop3
+from pop3_support import SkeletonHandler
+
+async def main():
+    server = trio_pop3.POP3Server(SkeletonHandler, debug=True)
+    server_end, client_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, server_end)
+        await client_end.send_all(b"USER alice\\r\\nQUIT\\r\\n")
+        while await client_end.receive_some():
+            pass
+
+trio.run(main)
+"""
+
+
+def test_debug_without_logging_configured_goes_to_stderr() -> None:
+    """The Perl original's debug printed to STDERR; without logging set up, so do we."""
+    tests = str(Path(__file__).resolve().parent)
+    result = subprocess.run(
+        [sys.executable, "-c", DEBUG_WITHOUT_LOGGING],
+        capture_output=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])},
+    )
+    assert b"C: b'USER alice'" in result.stderr, result.stderr
+    assert b"S: b'+OK goodbye'" in result.stderr
+
+
+async def test_a_login_by_assigning_the_state_forgets_the_address_failures(
+    start_server: StartServer, connect: Connect
+) -> None:
+    """A handler that never calls note_login_success() still resets the failed-login
+    delay of its client's address when it assigns TRANSACTION (a login)."""
+    running = await start_server(SkeletonHandler, limits=Limits(auth_failure_delay=0))
+    client = await connect(running.port)
+    running.server.addresses.record_failure("127.0.0.1", trio.current_time())
+    assert running.server.addresses.failures("127.0.0.1", trio.current_time()) == 1
+    assert (await client.command("USER alice")).startswith("+OK")
+    assert (await client.command("PASS secret")).startswith("+OK")
+    assert running.server.addresses.failures("127.0.0.1", trio.current_time()) == 0

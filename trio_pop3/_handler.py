@@ -201,7 +201,9 @@ class POP3Handler:
         abbreviate AUTHORIZATION and TRANSACTION (as in the Perl original).  Only
         those two can be assigned: the framework alone enters CONNECT, UPDATE (QUIT)
         and DISCONNECT, and assigning one of them raises :class:`ValueError`, as
-        an unknown name does.
+        an unknown name does.  Going from AUTHORIZATION to TRANSACTION is a login:
+        it calls :meth:`note_login_success` (call it yourself with the user name to
+        have it in the session's log line).
         """
         return self._state
 
@@ -213,6 +215,8 @@ class POP3Handler:
                 f"state {state.name} is entered by the framework only; assign "
                 "AUTHORIZATION or TRANSACTION"
             )
+        if state is State.TRANSACTION and self._state is State.AUTHORIZATION:
+            self.note_login_success()  # a login: forget the address's failures
         self._set_state(state)
 
     def _set_state(self, state: State) -> None:

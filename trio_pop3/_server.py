@@ -73,7 +73,9 @@ class POP3Server:
         login_timeout: The same before login (AUTHORIZATION state); defaults to
             ``timeout``.  Dovecot uses 180 s.
         debug: Log a wire transcript at DEBUG level on the ``trio_pop3`` logger, with
-            PASS, APOP and AUTH arguments masked.
+            PASS, APOP and AUTH arguments masked.  If the program has configured no
+            logging at all, it goes to standard error (as the Perl original's
+            ``debug`` printed there); otherwise the program's logging decides.
         send_errors_to_client: When a command method raises an unexpected exception,
             send its text in the ``-ERR`` (default: a generic text; the text could
             help an attacker).
@@ -130,6 +132,8 @@ class POP3Server:
     ) -> None:
         if pop3s_port is not None and ssl_context is None:
             raise ValueError("pop3s_port needs an ssl_context")
+        if debug and not logger.hasHandlers():
+            _log_to_stderr()
         problem = greeting_text_problem(greeting)
         if problem is not None:
             raise ValueError(f"the greeting {problem}")
@@ -505,6 +509,18 @@ class POP3Server:
         except BaseException:
             await trio.aclose_forcefully(stream)  # closing twice is harmless
             raise
+
+
+def _log_to_stderr() -> None:
+    """Send the ``trio_pop3`` logger's records, DEBUG included, to standard error.
+
+    For ``debug=True`` in a program that configured no logging: Python would show
+    only warnings, so the transcript asked for would never appear.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 def _check_seconds(name: str, value: object, *, none_allowed: bool) -> None:

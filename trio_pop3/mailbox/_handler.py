@@ -422,7 +422,7 @@ class MailboxHandler(POP3Handler):
         self.user = user
         self.mailbox = mailbox
         self.maildrop = Maildrop(messages)
-        self.state = State.TRANSACTION
+        self._set_state(State.TRANSACTION)
         self.note_login_success(user)
         if self.login_delay is not None:
             self.login_delay.record(user)
