@@ -904,3 +904,14 @@ def test_a_hook_without_async_is_refused_at_class_definition(hook: str) -> None:
 
     with pytest.raises(TypeError, match=f"Plain.{hook} must be an 'async def' method"):
         type("Plain", (SkeletonHandler,), {hook: plain})
+
+
+def test_a_state_is_the_string_of_its_name() -> None:
+    """A port of the Perl original compares the state with a string; that works."""
+    state: State = State.parse("trans")
+    assert state == "TRANSACTION"
+    abbreviation: str = "TRANS"
+    assert state != abbreviation  # abbreviations: State.parse() reads them
+    by_name: dict[str, int] = {State.UPDATE: 1}
+    assert by_name["UPDATE"] == 1  # equal, so the same hash
+    assert f"{State.CONNECT}" == "CONNECT"

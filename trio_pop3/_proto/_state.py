@@ -19,22 +19,25 @@ from types import MappingProxyType
 __all__ = ["STANDARD_COMMANDS", "State", "normalize_command_name"]
 
 
-class State(enum.Enum):
+class State(enum.StrEnum):
     """A POP3 session state (RFC 1939 section 3, plus CONNECT and DISCONNECT).
 
+    A member is also the string of its full name, so the comparison a port from
+    the Perl original writes works: ``handler.state == "TRANSACTION"``.  (The
+    abbreviations are not equal to it: ``State.parse("TRANS")`` reads them.)
     :meth:`parse` accepts any case and the abbreviations ``AUTH`` and ``TRANS``.
+
+    >>> State.TRANSACTION == "TRANSACTION", str(State.AUTHORIZATION)
+    (True, 'AUTHORIZATION')
     """
 
+    # str's own hash, a C slot cached in the string (every command looks its state
+    # up in a frozenset), and consistent with equality to the plain string.
     CONNECT = "CONNECT"
     AUTHORIZATION = "AUTHORIZATION"
     TRANSACTION = "TRANSACTION"
     UPDATE = "UPDATE"
     DISCONNECT = "DISCONNECT"
-
-    # Members are singletons compared by identity, so the identity hash is valid; it
-    # is a C slot, while Enum's own hashes the name in Python, and every command
-    # looks its state up in a frozenset.
-    __hash__ = object.__hash__
 
     @classmethod
     def parse(cls, value: State | str) -> State:
