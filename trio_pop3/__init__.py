@@ -42,6 +42,7 @@ from ._sasl import (
     make_scram_credentials as make_scram_credentials,
 )
 from ._server import DEFAULT_GREETING as DEFAULT_GREETING, POP3Server as POP3Server
+from ._session import SessionConfig as SessionConfig
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -71,6 +72,7 @@ __all__ = [
     "SASLMechanism",
     "SASLProtocolError",
     "ScramSHA256Mechanism",
+    "SessionConfig",
     "State",
     "WireSizeCounter",
     "__version__",

@@ -154,6 +154,7 @@ class POP3Server:
         self.port = port
         self.host = host
         self.pop3s_port = pop3s_port
+        #: The options every session reads (read-only).
         self.config = SessionConfig(
             greeting=greeting,
             goodbye=goodbye,

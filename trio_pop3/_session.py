@@ -89,7 +89,30 @@ class _ShuttingDown(ClientDisconnected):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionConfig:
-    """What the server tells each session (built by :class:`POP3Server`)."""
+    """The options of a :class:`POP3Server` that every session reads: its ``config``.
+
+    Built by :class:`POP3Server` from its arguments (see there); read-only.
+
+    >>> import trio_pop3
+    >>> class Handler(trio_pop3.POP3Handler): pass
+    >>> trio_pop3.POP3Server(Handler, timeout=300).config.idle_timeout
+    300
+
+    Attributes:
+        greeting: The greeting's text (``greeting``).
+        goodbye: The text of QUIT's ``+OK`` (``goodbye``).
+        idle_timeout: Seconds of silence allowed after login (``timeout``), or None.
+        login_timeout: The same before login, or None.
+        send_timeout: Seconds a write may make no progress, or None.
+        tls_handshake_timeout: Seconds allowed for a TLS handshake, or None.
+        cleanup_timeout: Deadline of the shielded ``commit()`` and ``disconnect()``.
+        debug: Whether a wire transcript is logged.
+        send_errors_to_client: Whether an unexpected exception's text is sent.
+        catch_errors: Whether an unexpected exception is answered and contained.
+        limits: The :class:`Limits` in force.
+        ssl_context: The TLS context (STLS and implicit TLS), or None.
+        hostname: The name used in APOP timestamps and SASL challenges.
+    """
 
     greeting: str
     goodbye: str
