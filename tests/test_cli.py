@@ -13,6 +13,7 @@ import email
 import email.policy
 import functools
 import hashlib
+import hmac
 import logging
 import os
 import poplib
@@ -778,6 +779,37 @@ def test_trusted_network_option(tmp_path: Path) -> None:
         [*base, "--trusted-network", "10.0.0.0/8", "--trusted-network", "192.0.2.7"]
     )
     assert [str(net) for net in args.trusted_network] == ["10.0.0.0/8", "192.0.2.7/32"]
+
+
+def test_sasl_option(tmp_path: Path) -> None:
+    from trio_pop3._cli import UsageError, build_parser
+
+    base = ["serve", "--maildir-root", str(tmp_path), "--users", str(tmp_path / "p")]
+    names = [m.name for m in build_parser().parse_args(base).sasl]
+    assert names == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]  # MailboxHandler's default
+    args = build_parser().parse_args([*base, "--sasl", "cram-md5, plain"])
+    assert [m.name for m in args.sasl] == ["CRAM-MD5", "PLAIN"]
+    assert build_parser().parse_args([*base, "--sasl", "none"]).sasl == ()
+    for bad in ["GSSAPI", "PLAIN,PLAIN", "PLAIN,", ""]:
+        with pytest.raises(UsageError, match="not a list of distinct mechanisms"):
+            build_parser().parse_args([*base, "--sasl", bad])
+
+
+@pytest.mark.rfc("5034", "4")
+def test_cram_md5_from_the_command_line(config: MailSetup, server_factory: ServerFactory) -> None:
+    """--sasl turns on CRAM-MD5 (RFC 2195), which needs a {PLAIN} passwd entry."""
+    account = config.new_account([b"Subject: x\n\nhi\n"], plain=True)
+    client = server_factory(config, "--sasl", "CRAM-MD5,PLAIN").connect()
+    assert client.capa().get("SASL") == ["CRAM-MD5", "PLAIN"]
+    challenge = client._shortcmd("AUTH CRAM-MD5")  # type: ignore[attr-defined]
+    assert challenge.startswith(b"+ ")
+    digest = hmac.new(
+        account.password.encode(), base64.b64decode(challenge[2:]), "md5"
+    ).hexdigest()
+    response = base64.b64encode(f"{account.user} {digest}".encode()).decode()
+    assert client._shortcmd(response).startswith(b"+OK")  # type: ignore[attr-defined]
+    assert client.stat()[0] == 1
+    client.quit()
 
 
 def test_expire_option(tmp_path: Path) -> None:

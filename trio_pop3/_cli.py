@@ -23,6 +23,13 @@ from typing import Literal, NoReturn, TypeVar
 import trio
 
 from ._config import DEFAULT_IDLE_TIMEOUT, Limits
+from ._sasl import (
+    CramMD5Mechanism,
+    LoginMechanism,
+    PlainMechanism,
+    SASLMechanism,
+    ScramSHA256Mechanism,
+)
 from ._server import POP3Server
 from ._version import __version__
 from ._workers import parse_worker_fds, supervise, watch_supervisor, worker_listeners
@@ -111,6 +118,32 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise argparse.ArgumentTypeError(f"not an IP network: {text!r}") from None
 
 
+#: What ``--sasl`` may name: the mechanisms that work with a passwd-file.
+SASL_MECHANISMS: dict[str, Callable[[], SASLMechanism]] = {
+    "PLAIN": PlainMechanism,
+    "LOGIN": LoginMechanism,
+    "SCRAM-SHA-256": ScramSHA256Mechanism,
+    "CRAM-MD5": CramMD5Mechanism,
+}
+
+#: ``--sasl``'s default, Dovecot's usual ``auth_mechanisms = plain login`` plus
+#: SCRAM-SHA-256, which never sends the password.
+DEFAULT_SASL = "PLAIN,LOGIN,SCRAM-SHA-256"
+
+
+def _mechanisms(text: str) -> tuple[SASLMechanism, ...]:
+    """``--sasl``: mechanism names separated by commas, or ``none``."""
+    if text.strip().lower() == "none":
+        return ()
+    names = [name.strip().upper() for name in text.split(",")]
+    unknown = [name for name in names if name not in SASL_MECHANISMS]
+    if unknown or not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"not a list of distinct mechanisms from {', '.join(SASL_MECHANISMS)}: {text!r}"
+        )
+    return tuple(SASL_MECHANISMS[name]() for name in names)
+
+
 def _expire(text: str) -> int | Literal["NEVER"] | None:
     """``--expire``: ``NEVER``, a number of days, or ``none`` (not announced)."""
     if text.upper() == "NEVER":
@@ -189,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--trusted-network clients (RFC 2595 section 2.2; Dovecot's ssl = required)",
     )
     serve.add_argument("--apop", action="store_true", help="offer APOP (needs {PLAIN} secrets)")
+    serve.add_argument(
+        "--sasl",
+        type=_mechanisms,
+        default=DEFAULT_SASL,
+        metavar="MECH,...",
+        help="SASL mechanisms AUTH offers, in order, from "
+        f"{', '.join(SASL_MECHANISMS)} (CRAM-MD5 needs {{PLAIN}} secrets), or none "
+        "(default: %(default)s)",
+    )
     serve.add_argument(
         "--utf8-legacy",
         choices=("downgrade", "refuse", "send"),
@@ -484,6 +526,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_insecure_auth=args.allow_insecure_auth,
         require_tls=args.require_tls,
         apop=args.apop,
+        mechanisms=args.sasl,
         utf8_legacy=args.utf8_legacy,
         expire=args.expire,
         username_format=ascii_lowercase if args.fold_username else None,
@@ -525,6 +568,7 @@ def _make_server(
     allow_insecure_auth: bool = False,
     require_tls: bool = False,
     apop: bool = False,
+    mechanisms: Sequence[SASLMechanism] | None = None,
     utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
     username_format: Callable[[str], str] | None = ascii_lowercase,
@@ -538,6 +582,7 @@ def _make_server(
         apop=apop,
         allow_insecure_auth=allow_insecure_auth,
         require_tls=require_tls,
+        mechanisms=_mechanisms(DEFAULT_SASL) if mechanisms is None else mechanisms,
         utf8_legacy=utf8_legacy,
         expire=expire,
         username_format=username_format,
