@@ -89,6 +89,12 @@ REGISTERED_CAPABILITIES = frozenset(
 CAPABILITY_RE = re.compile(rb"[\x21-\x2d\x2f-\x7e]+(?: [\x21-\x7e]+)*")
 
 
+async def serve(nursery: trio.Nursery, server: POP3Server) -> int:
+    """Start ``server`` (bound to port 0) in ``nursery``; return its first port."""
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    return int(listeners[0].socket.getsockname()[1])
+
+
 def b64(data: bytes | str) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
@@ -381,8 +387,8 @@ async def _capa_in_both_states(
         plain_store, login_delay=LoginDelay(900), expire=30, apop=True, mechanisms=ALL_MECHANISMS
     )
     server = POP3Server(handlers, host="127.0.0.1", port=0, limits=FAST_LIMITS)
-    listeners = await nursery.start(server.serve)
-    client, _ = await open_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    client, _ = await open_client(port)
     before = await capa(client)
     await client.login()
     listings["no TLS configured"] = (before, await capa(client))
@@ -477,8 +483,8 @@ async def test_capa07_base_protocol_needs_no_extension(
     STLS, UTF8, LANG) can log in and work, on a plain server and on the implicit-TLS port."""
     store = MemoryStore({"alice": list(ALICE_MESSAGES)})
     server = POP3Server(factory(store), host="127.0.0.1", port=0, limits=FAST_LIMITS)
-    listeners = await nursery.start(server.serve)
-    plain, _ = await open_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    plain, _ = await open_client(port)
     secure = Client(
         await trio.open_ssl_over_tcp_stream(
             "127.0.0.1", tls_server.pop3s_port, ssl_context=client_context
@@ -866,8 +872,8 @@ async def test_tls07_require_tls_refuses_every_login_before_tls(
         ssl_context=server_context,
         limits=FAST_LIMITS,
     )
-    listeners = await nursery.start(server.serve)
-    stream, client = await plain_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    stream, client = await plain_client(port)
     caps = await capa(client)
     assert b"STLS" in caps
     assert b"USER" not in caps
@@ -903,8 +909,8 @@ async def test_a_trusted_network_counts_as_secure(
         ssl_context=server_context,
         limits=Limits(auth_failure_delay=0, trusted_networks=["127.0.0.0/8"]),
     )
-    listeners = await nursery.start(server.serve)
-    client, _ = await open_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    client, _ = await open_client(port)
     assert b"USER" in await capa(client)
     await client.login()  # USER/PASS in plaintext, from a trusted address
     await client.aclose()
@@ -957,8 +963,8 @@ async def test_lang_before_stls_does_not_survive_it(
         ssl_context=server_context,
         limits=FAST_LIMITS,
     )
-    listeners = await nursery.start(server.serve)
-    stream, client = await plain_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    stream, client = await plain_client(port)
     assert await client.command("LANG de") == "+OK de Language changed."
     assert await client.command("STLS") == "+OK Begin TLS negotiation now."
     secure = await starttls(stream, client_context)
@@ -1184,8 +1190,8 @@ async def test_apop_only_handler_behind_tls_has_a_capa(
         ssl_context=server_context,
         limits=FAST_LIMITS,
     )
-    listeners = await nursery.start(server.serve)
-    client, _ = await open_client(listeners[0].socket.getsockname()[1])
+    port = await serve(nursery, server)
+    client, _ = await open_client(port)
     caps = await capa(client)
     assert b"STLS" in caps
     assert b"USER" not in caps
