@@ -24,6 +24,7 @@ import trio
 
 from ._config import DEFAULT_IDLE_TIMEOUT, Limits
 from ._sasl import (
+    DEFAULT_MECHANISMS,
     CramMD5Mechanism,
     LoginMechanism,
     PlainMechanism,
@@ -126,9 +127,9 @@ SASL_MECHANISMS: dict[str, Callable[[], SASLMechanism]] = {
     "CRAM-MD5": CramMD5Mechanism,
 }
 
-#: ``--sasl``'s default, Dovecot's usual ``auth_mechanisms = plain login`` plus
-#: SCRAM-SHA-256, which never sends the password.
-DEFAULT_SASL = "PLAIN,LOGIN,SCRAM-SHA-256"
+#: ``--sasl``'s default: MailboxHandler's own (Dovecot's usual ``auth_mechanisms =
+#: plain login`` plus SCRAM-SHA-256, which never sends the password).
+DEFAULT_SASL = ",".join(mechanism.name for mechanism in DEFAULT_MECHANISMS)
 
 
 def _mechanisms(text: str) -> tuple[SASLMechanism, ...]:
@@ -568,7 +569,7 @@ def _make_server(
     allow_insecure_auth: bool = False,
     require_tls: bool = False,
     apop: bool = False,
-    mechanisms: Sequence[SASLMechanism] | None = None,
+    mechanisms: Sequence[SASLMechanism] = DEFAULT_MECHANISMS,
     utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
     expire: int | Literal["NEVER"] | None = "NEVER",
     username_format: Callable[[str], str] | None = ascii_lowercase,
@@ -582,7 +583,7 @@ def _make_server(
         apop=apop,
         allow_insecure_auth=allow_insecure_auth,
         require_tls=require_tls,
-        mechanisms=_mechanisms(DEFAULT_SASL) if mechanisms is None else mechanisms,
+        mechanisms=mechanisms,
         utf8_legacy=utf8_legacy,
         expire=expire,
         username_format=username_format,

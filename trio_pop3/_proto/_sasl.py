@@ -191,7 +191,6 @@ class ProhibitedCharacter(ValueError):
 
     def __init__(self, char: str) -> None:
         super().__init__(f"SASLprep: prohibited character U+{ord(char):04X}")
-        self.char = char
 
 
 def saslprep(text: str, *, allow_unassigned: bool = True) -> str:
