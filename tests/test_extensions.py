@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import poplib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from pop3_support import MAILBOX_USERS, Client, ForwardingMailbox, memory_session
+from pop3_support import (
+    MAILBOX_USERS,
+    Client,
+    Connect,
+    ForwardingMailbox,
+    StartServer,
+    memory_session,
+)
 
-from trio_pop3 import Limits, POP3Server
+from trio_pop3 import Limits, MailboxError, POP3Server
 from trio_pop3.mailbox import (
     LoginDelay,
     Mailbox,
@@ -517,3 +525,60 @@ def test_skeleton_example_serves_poplib(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+class HeaderTrouble(MailStore):
+    """alice's maildrop: reading message 1 fails, reading message 2 never ends."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.inner = MemoryStore({"alice": [b"Subject: a\n\nx\n", UTF8_HEADER]})
+        self.stuck = stuck
+        self.reading = trio.Event()
+
+    async def open(self, user: str) -> Mailbox:
+        inner = await self.inner.open(user)
+        outer = self
+
+        class Troubled(ForwardingMailbox):
+            async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+                if message.uid == (await self.list_messages())[0].uid:
+                    raise MailboxError("Cannot read message.")
+                outer.reading.set()
+                if outer.stuck:
+                    await trio.sleep_forever()
+                chunks = super().read_message(message)
+                assert isinstance(chunks, AsyncGenerator)  # MemoryMailbox's
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+
+        return Troubled(inner)
+
+
+async def test_a_header_that_cannot_be_read_at_login_keeps_its_stored_size() -> None:
+    """The login's header scan is a courtesy: a read error there fails nothing."""
+    store = HeaderTrouble(stuck=False)
+    async with memory_session(handler_factory(store, utf8_legacy="downgrade")) as session:
+        client = session.client
+        await client.login()
+        assert await client.command("LIST 1") == "+OK 1 17"  # as stored, CRLF counted
+        assert await client.command("RETR 1") == "-ERR [SYS/TEMP] Cannot read message."
+        assert (await client.command("QUIT")).startswith("+OK")
+    assert len(store.inner.messages("alice")) == 2  # nothing removed
+
+
+async def test_a_login_cancelled_during_the_header_scan_releases_the_maildrop(
+    start_server: StartServer, connect: Connect
+) -> None:
+    """STATE-06: shutdown's grace ends a login stuck reading headers; no lock is left."""
+    store = HeaderTrouble(stuck=True)
+    running = await start_server(handler_factory(store, utf8_legacy="downgrade"))
+    client = await connect(running.port)
+    assert (await client.command("USER alice")).startswith("+OK")
+    await client.send("PASS secret\r\n")
+    await store.reading.wait()
+    assert store.inner.is_locked("alice")
+    running.server.shutdown(grace=0.1)
+    assert await client.read_to_eof() == b""  # cancelled mid-command: no reply
+    assert not store.inner.is_locked("alice")
+    assert len(store.inner.messages("alice")) == 2
