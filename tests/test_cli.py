@@ -722,6 +722,50 @@ def test_retrieved_mail_is_flagged_seen_at_quit(
     client.quit()
 
 
+def _last(client: poplib.POP3) -> bytes:
+    reply: bytes = client._shortcmd("LAST")  # type: ignore[attr-defined]
+    return reply
+
+
+@pytest.mark.rfc("1939", "5")
+def test_enable_last_answers_the_obsolete_last_command(
+    config: MailSetup, server_factory: ServerFactory
+) -> None:
+    """RSET-01: LAST (RFC 1460) only behind an option, like Dovecot's pop3_enable_last.
+
+    Dovecot's transcript C2: LAST is 0, then the highest message retrieved; RSET sets
+    it back to 0.  A message flagged seen before the session counts from the start.
+    """
+    account = config.account("alice", [b"Subject: %d\n\n%d\n" % (n, n) for n in range(1, 6)])
+    plain = server_factory(config)
+    client = plain.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    with pytest.raises(poplib.error_proto, match="-ERR Unknown command: LAST"):
+        _last(client)
+    client.quit()
+
+    proc = server_factory(config, "--enable-last")
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    assert _last(client) == b"+OK 0"
+    client.retr(3)
+    assert _last(client) == b"+OK 3"
+    client.top(4, 0)
+    client.retr(2)
+    assert _last(client) == b"+OK 4"
+    client.rset()
+    assert _last(client) == b"+OK 0"
+    client.quit()  # RETR 2 and 3 flag those two seen
+
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    assert _last(client) == b"+OK 3"
+    client.quit()
+
+
 @pytest.mark.parametrize("keep_case", [False, True])
 def test_user_names_are_lowercased_as_in_dovecot(
     config: MailSetup, server_factory: ServerFactory, keep_case: bool

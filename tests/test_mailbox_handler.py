@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import pytest
 from pop3_support import (
@@ -924,3 +925,81 @@ async def test_unique_ids_uidl_cannot_send_are_replaced(caplog: pytest.LogCaptur
     assert uids[:5] == [hashlib.sha1(uid.encode()).hexdigest() for uid in BAD_UIDS[:5]]
     assert "which UIDL cannot send" in caplog.text
     assert "gave one unique-id to several messages" in caplog.text
+
+
+# -- LAST (RFC 1460, obsolete; enable_last) ---------------------------------------------
+
+
+class SeenStore(MailStore):
+    """A MemoryStore whose maildrops say the messages numbered in ``seen`` were seen."""
+
+    def __init__(self, inner: MemoryStore, seen: set[int]) -> None:
+        self.inner, self.seen = inner, seen
+
+    async def open(self, user: str) -> Mailbox:
+        return SeenMailbox(await self.inner.open(user), self.seen)
+
+
+class SeenMailbox(ForwardingMailbox):
+    def __init__(self, inner: Mailbox, seen: set[int]) -> None:
+        super().__init__(inner)
+        self.seen_numbers = seen
+        self.uids: list[str] = []
+
+    def seen(self, message: MessageInfo) -> bool:
+        assert type(message) is MessageInfo  # the backend's own entry, never a surrogate's
+        return message.uid in {self.uids[n - 1] for n in self.seen_numbers}
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        messages = await self.inner.list_messages()
+        self.uids = [m.uid for m in messages]
+        return messages
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_last_is_unknown_unless_enabled(mailbox_factory: Factory) -> None:
+    # RSET-01: LAST is gone from RFC 1939; Dovecot answers it only with pop3_enable_last.
+    async with memory_session(mailbox_factory) as s:
+        await logged_in(s.client)
+        assert await s.client.command("LAST") == "-ERR Unknown command: LAST"
+
+
+@pytest.mark.rfc("1939", "5")
+@pytest.mark.parametrize("utf8_legacy", ["refuse", "downgrade"])
+async def test_last_counts_retr_top_and_earlier_seen_flags(
+    authenticator: MemoryAuthenticator, utf8_legacy: Literal["refuse", "downgrade"]
+) -> None:
+    # Message 2 has a UTF-8 header: with "downgrade" it is listed with its surrogate's
+    # size, and Mailbox.seen still gets the backend's own entry.
+    utf8 = "Subject: caf\u00e9\r\n\r\nbody\r\n".encode()
+    store = MemoryStore({"alice": [ALICE_MESSAGES[0], utf8, ALICE_MESSAGES[2]]})
+    factory = functools.partial(
+        MailboxHandler,
+        SeenStore(store, {2}),
+        authenticator,
+        enable_last=True,
+        utf8_legacy=utf8_legacy,
+    )
+    async with memory_session(factory) as s:
+        assert await s.client.command("LAST") == ("-ERR LAST not allowed in AUTHORIZATION state.")
+        await logged_in(s.client)
+        assert await s.client.command("LAST") == "+OK 2"  # seen before the session
+        assert (await s.client.multi("RETR 1"))[0].startswith("+OK")
+        assert await s.client.command("LAST") == "+OK 2"
+        assert (await s.client.multi("TOP 3 0"))[0].startswith("+OK")
+        assert await s.client.command("LAST") == "+OK 3"
+        assert (await s.client.command("RETR 9")).startswith("-ERR ")
+        assert await s.client.command("LAST") == "+OK 3"
+        assert (await s.client.command("RSET")).startswith("+OK 3 messages")
+        assert await s.client.command("LAST") == "+OK 0"  # as Dovecot does
+        assert await s.client.command("LAST 1") == "+OK 0"  # arguments ignored, like NOOP
+
+
+async def test_last_off_memory_backend_starts_at_zero(
+    store: MemoryStore, authenticator: MemoryAuthenticator
+) -> None:
+    # The Mailbox.seen default: no message was seen before.
+    factory = functools.partial(MailboxHandler, store, authenticator, enable_last=True)
+    async with memory_session(factory) as s:
+        await logged_in(s.client)
+        assert await s.client.command("LAST") == "+OK 0"

@@ -270,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(Outlook; Dovecot's outlook-no-nuls workaround)",
     )
     serve.add_argument(
+        "--enable-last",
+        action="store_true",
+        help="answer the obsolete LAST command (RFC 1460) for old clients: the highest "
+        "message number retrieved, or seen before the session (Dovecot's "
+        "pop3_enable_last)",
+    )
+    serve.add_argument(
         "--no-mark-seen",
         dest="mark_seen",
         action="store_false",
@@ -532,6 +539,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         expire=args.expire,
         username_format=ascii_lowercase if args.fold_username else None,
         replace_nuls=args.replace_nuls,
+        enable_last=args.enable_last,
         debug=args.debug,
     )
 
@@ -574,6 +582,7 @@ def _make_server(
     expire: int | Literal["NEVER"] | None = "NEVER",
     username_format: Callable[[str], str] | None = ascii_lowercase,
     replace_nuls: bool = False,
+    enable_last: bool = False,
     **options: object,
 ) -> POP3Server:
     factory = functools.partial(
@@ -588,6 +597,7 @@ def _make_server(
         expire=expire,
         username_format=username_format,
         replace_nuls=replace_nuls,
+        enable_last=enable_last,
     )
     return POP3Server(factory, **options)  # type: ignore[arg-type]
 

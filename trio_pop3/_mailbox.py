@@ -149,6 +149,17 @@ class Mailbox(abc.ABC):
             QUIT still answers ``+OK``.
         """
 
+    def seen(self, message: MessageInfo) -> bool:
+        """Return whether ``message`` was flagged seen before this session (optional).
+
+        Only the obsolete LAST command uses it (``MailboxHandler(enable_last=True)``):
+        its count starts at the highest-numbered message seen, as in Dovecot.  The
+        default says no message was; :class:`~trio_pop3.mailbox.MaildirMailbox`
+        reads the ``S`` flag of the listed file name.  It must not block: it runs
+        on the event loop, once per message, at login.
+        """
+        return False
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the maildrop lock; called exactly once when the session ends.
 

@@ -1156,6 +1156,24 @@ def test_seen_name(name: str, expected: str | None) -> None:
     assert _maildir._seen_name(name) == expected
 
 
+async def test_seen_reads_the_listed_s_flag(root: Path, store: MaildirStore) -> None:
+    # Mailbox.seen, for LAST: only the "2," info part's S flag counts.
+    maildir = make_maildir(root)
+    put(maildir, "new", "1.fresh.h")
+    put(maildir, "cur", "2.flagged.h:2,FS")
+    put(maildir, "cur", "3.replied.h:2,R")
+    put(maildir, "cur", "4.other.h:1,S")
+    put(maildir, "cur", "5.bare.h")
+    mailbox = await store.open("alice")
+    try:
+        messages = list(await mailbox.list_messages())
+        assert [mailbox.seen(m) for m in messages] == [False, True, False, False, False]
+        with pytest.raises(ValueError, match="not from this maildrop"):
+            mailbox.seen(MessageInfo("x", 1, None))
+    finally:
+        await mailbox.close()
+
+
 async def test_mark_seen_flags_and_keeps_unique_ids(root: Path, store: MaildirStore) -> None:
     maildir = make_maildir(root)
     put(maildir, "new", "1.fresh.h")

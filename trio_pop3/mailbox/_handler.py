@@ -107,6 +107,12 @@ class MailboxHandler(POP3Handler):
             process has not seen before (kept for the next logins).  ``"send"``
             sends it as stored, like Dovecot, which RFC 6856 forbids.  The whole
             header decides, read ahead across the backend's chunks (up to 1 MiB).
+        enable_last: Answer the obsolete LAST command (RFC 1460 section 5; dropped
+            by RFC 1725) in TRANSACTION, for old clients that still send it, like
+            Dovecot's ``pop3_enable_last``: ``+OK n``, the highest message number
+            sent by RETR or TOP in this session, or flagged seen before it
+            (:meth:`Mailbox.seen`), 0 for none.  RSET sets it back to 0.  Off by
+            default: LAST is then an unknown command, as in Dovecot.
 
     Example::
 
@@ -146,6 +152,7 @@ class MailboxHandler(POP3Handler):
         utf8_legacy: Literal["refuse", "downgrade", "send"] = "refuse",
         username_format: Callable[[str], str] | None = None,
         replace_nuls: bool = False,
+        enable_last: bool = False,
     ) -> None:
         super().__init__()
         self.store = store
@@ -167,6 +174,9 @@ class MailboxHandler(POP3Handler):
         self.utf8_legacy = utf8_legacy
         self.username_format = username_format
         self.replace_nuls = replace_nuls
+        self.enable_last = enable_last
+        if enable_last:
+            self.add_command("LAST", State.TRANSACTION)
         #: Whether the client sent UTF8 (RFC 6856 section 2).
         self.utf8 = False
         #: The authenticated user, once in TRANSACTION.
@@ -175,6 +185,8 @@ class MailboxHandler(POP3Handler):
         self.maildrop: Maildrop[MessageInfo] | None = None
         self._pending_user: str | None = None
         self._timestamp: str | None = None
+        #: LAST's answer: the highest message number accessed (RFC 1460 section 5).
+        self._last = 0
 
     # -- greeting and capabilities ------------------------------------------------
     def greeting(self) -> str:
@@ -422,6 +434,8 @@ class MailboxHandler(POP3Handler):
         self.user = user
         self.mailbox = mailbox
         self.maildrop = Maildrop(messages)
+        if self.enable_last:
+            self._last = _highest_seen(mailbox, messages)
         self._set_state(State.TRANSACTION)
         self.note_login_success(user)
         if self.login_delay is not None:
@@ -496,18 +510,20 @@ class MailboxHandler(POP3Handler):
         number, message = self._message(arg)
         await self._send_message(message, None)
         self._drop.mark_retrieved(number)  # for Mailbox.mark_seen at QUIT
+        self._last = max(self._last, number)
 
     async def pop3_TOP(self, arg: str | None) -> None:
         """TOP msg n (RFC 1939 §7): the header, the blank line and n body lines."""
         parts = (arg or "").split()
         if len(parts) != 2:
             raise POP3Error("Usage: TOP message lines")
-        _, message = self._message(parts[0])
+        number, message = self._message(parts[0])
         try:
             lines = parse_message_number(parts[1])
         except NoSuchMessage:
             raise POP3Error("Invalid number of lines.") from None
         await self._send_message(message, lines)
+        self._last = max(self._last, number)
 
     async def _send_message(self, message: MessageInfo, lines: int | None) -> None:
         """RETR (``lines`` None: ``+OK <size> octets``) or TOP of ``message``."""
@@ -556,8 +572,16 @@ class MailboxHandler(POP3Handler):
     async def pop3_RSET(self, arg: str | None) -> None:
         """RSET (RFC 1939 §5): unmark all messages."""
         self._drop.reset()
+        self._last = 0  # LAST after RSET, as in Dovecot
         count, size = self._drop.stat()
         await self.send_ok(f"{_count(count)} ({size} octets).")
+
+    async def pop3_LAST(self, arg: str | None) -> None:
+        """LAST (RFC 1460 section 5, obsolete): the highest message number accessed.
+
+        Runs only with ``enable_last=True``; see the class docstring.
+        """
+        await self.send_ok(str(self._last))
 
     async def pop3_NOOP(self, arg: str | None) -> None:
         """NOOP (RFC 1939 §5)."""
@@ -798,6 +822,14 @@ _SURROGATE_SIZES = SurrogateSizes()
 #: Full LIST and UIDL bodies of shared snapshots (see MailboxHandler._send_listing).
 _LIST_BODIES = ListingCache()
 _UIDL_BODIES = ListingCache()
+
+
+def _highest_seen(mailbox: Mailbox, messages: Sequence[MessageInfo]) -> int:
+    """The highest message number that :meth:`Mailbox.seen` says was seen, or 0."""
+    for number in range(len(messages), 0, -1):
+        if mailbox.seen(stored(messages[number - 1])):
+            return number
+    return 0
 
 
 def _count(messages: int) -> str:

@@ -677,6 +677,12 @@ def _index_by_base(maildir: str) -> dict[tuple[str, _FileId], _Location]:
     return index
 
 
+def _has_seen_flag(name: str) -> bool:
+    """Return whether a Maildir file name carries the ``S`` flag (``<base>:2,<flags>``)."""
+    _, colon, info = name.partition(":")
+    return bool(colon) and info.startswith("2,") and "S" in info[2:]
+
+
 def _seen_name(name: str) -> str | None:
     """Return the file name in ``cur/`` with the ``S`` flag, or None if there is none.
 
@@ -1319,6 +1325,14 @@ class MaildirMailbox(Mailbox):
                     unsynced += 1
                     logger.error("Maildir %s: cannot fsync %s/: %s", self._path, subdir, exc)
         return failures, unsynced
+
+    def seen(self, message: MessageInfo) -> bool:
+        """Return whether the listed file name of ``message`` has the ``S`` flag.
+
+        Raises:
+            ValueError: ``message`` is not from this mailbox's listing.
+        """
+        return _has_seen_flag(self._location(message).name)
 
     async def mark_seen(self, messages: Sequence[MessageInfo]) -> None:
         """Give ``messages`` the Maildir ``S`` (seen) flag, as Dovecot does after RETR.
