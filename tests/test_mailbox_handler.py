@@ -219,6 +219,24 @@ async def test_apop_failures(apop_factory: Factory, arg: str, reply: str) -> Non
         assert (await s.client.command(f"APOP mrose {RFC_DIGEST}")).startswith("+OK")
 
 
+@pytest.mark.rfc("1939", "7")
+async def test_apop_only_after_the_greeting_or_a_failed_user_or_pass(
+    apop_factory: Factory,
+) -> None:
+    # RFC 1939 §7 (APOP-02): not right after a successful USER; that name is then
+    # forgotten, so PASS fails too, and after that failed PASS APOP is allowed.
+    async with memory_session(apop_factory) as s:
+        assert await s.client.command("USER mrose") == "+OK Send your password."
+        assert await s.client.command(f"APOP mrose {RFC_DIGEST}") == (
+            "-ERR APOP is not allowed after a successful USER."
+        )
+        assert await s.client.command("PASS tanstaaf") == "-ERR No user name given."
+        assert (await s.client.command(f"APOP mrose {RFC_DIGEST}")).startswith("+OK")
+    async with memory_session(apop_factory) as s:
+        assert await s.client.command("USER") == "-ERR Missing user name."  # a failed USER
+        assert (await s.client.command(f"APOP mrose {RFC_DIGEST}")).startswith("+OK")
+
+
 @pytest.mark.rfc("6856", "2.2")
 @pytest.mark.parametrize(
     ("stored", "digested"),

@@ -308,6 +308,10 @@ class MailboxHandler(POP3Handler):
         self._pending_user = None
         if not self.apop_enabled or self._timestamp is None:
             raise POP3Error("APOP is not available.")
+        if self.previous_command == "USER":
+            # RFC 1939 section 7 (APOP-02): after the greeting or a failed USER or
+            # PASS, not right after a successful USER (whose name is now forgotten).
+            raise POP3Error("APOP is not allowed after a successful USER.")
         self._require_plaintext()
         parts = (arg or "").split()
         if len(parts) != 2:
