@@ -112,7 +112,7 @@ def _workers(text: str) -> int:
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """``--trusted-network``: an address or a network in CIDR notation."""
+    """``--trusted-network``, ``--proxy-protocol``: an address or a CIDR network."""
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -207,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="client network exempt from the failed-login delay and the per-address "
         "connection limit, and counted as secure for plaintext logins, e.g. a webmail "
         "front end (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--proxy-protocol",
+        action="append",
+        type=_network,
+        default=[],
+        metavar="CIDR",
+        help="network of a load balancer that sends HAProxy's PROXY protocol header "
+        "(v1 or v2) with the client's address; when given, every connection must come "
+        "from such a network and start with the header (repeatable; default: none)",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables STLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
@@ -540,6 +550,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         username_format=ascii_lowercase if args.fold_username else None,
         replace_nuls=args.replace_nuls,
         enable_last=args.enable_last,
+        proxy_protocol=args.proxy_protocol,
         debug=args.debug,
     )
 

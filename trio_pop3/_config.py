@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = [
     "DEFAULT_CLEANUP_TIMEOUT",
@@ -34,6 +35,10 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 #: Deadline for the shielded commit() and disconnect() hooks: long enough to unlink
 #: thousands of files and fsync, short enough that a shutdown is never stuck.
 DEFAULT_CLEANUP_TIMEOUT = 10.0
+
+#: How long a load balancer has to send its PROXY protocol header: it sends it at
+#: once, on connecting.  Dovecot's ``haproxy_timeout`` default (3 s).
+PROXY_HEADER_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +109,7 @@ class Limits:
             raise ValueError("max_discard must be at least max_auth_line")
         if self.auth_failure_delay < 0 or self.auth_failure_delay_max < 0:
             raise ValueError("auth failure delays must be >= 0")
-        networks = tuple(ipaddress.ip_network(net, strict=False) for net in self.trusted_networks)
-        object.__setattr__(self, "trusted_networks", networks)
+        object.__setattr__(self, "trusted_networks", parse_networks(self.trusted_networks))
 
     def is_trusted(self, address: str) -> bool:
         """Return whether client ``address`` is in one of :attr:`trusted_networks`.
@@ -115,12 +119,30 @@ class Limits:
         >>> Limits().is_trusted("127.0.0.1")
         False
         """
-        if not self.trusted_networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:  # not an IP address (a memory stream, a Unix socket)
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.1.2.3 on a dual-stack socket
-        return any(ip in net for net in self.trusted_networks)
+        # __post_init__ made it a tuple of networks.
+        return in_networks(address, cast("tuple[Network, ...]", self.trusted_networks))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(networks: Iterable[str | Network]) -> tuple[Network, ...]:
+    """Return ``networks`` as :mod:`ipaddress` networks (an address is a /32 or /128).
+
+    Raises:
+        ValueError: one of them is not an IP address or network.
+    """
+    return tuple(ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """Return whether ``address`` lies in one of ``networks`` (never, if not an IP)."""
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP address (a memory stream, a Unix socket)
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.1.2.3 on a dual-stack socket
+    return any(ip in net for net in networks)

@@ -185,7 +185,11 @@ class POP3Handler:
 
     @property
     def tls(self) -> bool:
-        """Whether the connection is encrypted (STLS done, or implicit TLS)."""
+        """Whether the connection is encrypted (STLS done, or implicit TLS).
+
+        Also True when a load balancer's PROXY protocol header said that it ended
+        the client's TLS (see ``POP3Server(proxy_protocol=...)``).
+        """
         return self._s.tls
 
     @property

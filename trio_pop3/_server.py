@@ -7,7 +7,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, final
 
@@ -19,13 +19,18 @@ from ._config import (
     DEFAULT_SEND_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    PROXY_HEADER_TIMEOUT,
     Limits,
+    Network,
+    in_networks,
+    parse_networks,
 )
 from ._errors import ClientDisconnected, ResponseCode
 from ._handler import POP3Handler
 from ._idle import IdleWatch
 from ._poller import ReadPoller, make_poller
 from ._proto._commands import format_reply, greeting_text_problem
+from ._proto._proxy import PROXY_V2_MAX, ProxyHeader, ProxyHeaderError, parse_proxy_header
 from ._session import Session, SessionConfig, run_session
 from ._throttle import AddressTracker
 
@@ -92,6 +97,16 @@ class POP3Server:
         limits: Line lengths, bad-command budget, login throttling and connection
             limits, see :class:`Limits`.
         hostname: Name used in APOP timestamps and SASL challenges.
+        proxy_protocol: Networks of the load balancers (or TLS terminators) in
+            front of the server that send HAProxy's PROXY protocol header, version 1
+            or 2, like Dovecot's ``haproxy_trusted_networks``.  When given, every
+            connection must come from one of them and start with that header within
+            3 seconds, on both ports; the client address it carries is then the
+            peer for limits, login throttling, logs and :attr:`POP3Handler.peer`.
+            A version 2 header that says the client spoke TLS to the proxy (its
+            PP2_TYPE_SSL TLV) makes the session count as TLS (:attr:`POP3Handler.tls`:
+            no STLS, plaintext logins allowed).  Other connections are closed
+            without a reply.  Empty by default.
 
     Example::
 
@@ -103,7 +118,8 @@ class POP3Server:
     Raises:
         ValueError: a timeout is not a positive number of seconds (or None, which
             disables it; ``cleanup_timeout`` cannot be None), ``pop3s_port`` is
-            given without an ``ssl_context``, or
+            given without an ``ssl_context``, a ``proxy_protocol`` entry is not an
+            IP network, or
             ``greeting`` is not a greeting's text (RFC 2449 section 3: ASCII, no
             ``<`` or ``>``, which only the APOP timestamp may use, at most 506
             characters).
@@ -129,6 +145,7 @@ class POP3Server:
         cleanup_timeout: float = DEFAULT_CLEANUP_TIMEOUT,
         limits: Limits | None = None,
         hostname: str | None = None,
+        proxy_protocol: Iterable[str | Network] = (),
     ) -> None:
         if pop3s_port is not None and ssl_context is None:
             raise ValueError("pop3s_port needs an ssl_context")
@@ -170,6 +187,8 @@ class POP3Server:
             ssl_context=ssl_context,
             hostname=hostname or socket.gethostname(),
         )
+        #: The ``proxy_protocol`` networks, parsed.
+        self.proxy_networks = parse_networks(proxy_protocol)
         self._active = 0
         self._sessions: set[Session] = set()
         self._draining = False
@@ -452,6 +471,23 @@ class POP3Server:
                 logger.warning("%s refused: %d connections already", label, self._active)
                 await _refuse(stream, "Too many connections, try again later.")
                 return
+            proxied_tls = False
+            if self.proxy_networks:
+                header = await _proxy_header(stream, address, self.proxy_networks, label)
+                if header is None:
+                    await trio.aclose_forcefully(stream)
+                    return
+                proxied_tls = header.tls  # the proxy terminated the client's TLS
+                if header.source is not None:
+                    logger.debug(
+                        "%s proxied for %s:%d%s",
+                        label,
+                        *header.source,
+                        " (TLS)" if proxied_tls else "",
+                    )
+                    peer = header.source
+                    label = f"{peer[0]}:{peer[1]}"
+                    address = peer[0]
             per_address = limits.max_connections_per_address
             if (
                 per_address is not None
@@ -467,6 +503,7 @@ class POP3Server:
                 stream,
                 self.config,
                 peer=peer,
+                tls=proxied_tls,
                 server=self,
                 watch=self._watch,
                 poller=self._poller,
@@ -535,6 +572,46 @@ def _check_seconds(name: str, value: object, *, none_allowed: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         disable = " (None disables it)" if none_allowed else ""
         raise ValueError(f"{name} must be a positive number of seconds{disable}, not {value!r}")
+
+
+async def _proxy_header(
+    stream: trio.abc.Stream, address: str, networks: tuple[Network, ...], label: str
+) -> ProxyHeader | None:
+    """Take the PROXY protocol header off the connection; None: refused (logged).
+
+    Only the header's own bytes are read (the rest is peeked at, never taken), so
+    what follows it, a command or a TLS ClientHello, stays on the socket.
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None or not in_networks(address, networks):
+        logger.warning("%s refused: not from a PROXY protocol network", label)
+        return None
+    taken = bytearray()
+    with trio.move_on_after(PROXY_HEADER_TIMEOUT):
+        try:
+            while True:
+                peeked = await sock.recv(PROXY_V2_MAX, socket.MSG_PEEK)
+                if not peeked:
+                    break  # closed before the header ended
+                header = parse_proxy_header(taken + peeked)
+                # Incomplete: everything seen is header, so take it all and wait.
+                wanted = len(peeked) if header is None else header.length - len(taken)
+                chunk = await sock.recv(wanted)  # peeked already: all of it is there
+                if len(chunk) != wanted:
+                    break
+                taken += chunk
+                if header is not None:
+                    return header
+        except ProxyHeaderError as exc:
+            logger.warning("%s refused: %s", label, exc)
+            return None
+        except OSError as exc:
+            logger.info("%s closed before its PROXY header: %s", label, exc)
+            return None
+        logger.info("%s closed before its PROXY header ended", label)
+        return None
+    logger.warning("%s refused: no PROXY header within %s s", label, PROXY_HEADER_TIMEOUT)
+    return None
 
 
 async def _refuse(stream: trio.abc.Stream, text: str) -> None:

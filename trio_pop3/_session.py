@@ -692,7 +692,7 @@ TLS_CLOSE_TIMEOUT = 5.0
 async def _close_stream(session: Session) -> None:
     """Close the connection; over TLS, say close_notify first (RFC 8314 section 3.4)."""
     stream = session.stream
-    if session.tls and not session.broken:
+    if isinstance(stream, trio.SSLStream) and not session.broken:
         with trio.move_on_after(TLS_CLOSE_TIMEOUT, shield=True):
             try:
                 await stream.aclose()  # SSLStream: sends close_notify, then closes

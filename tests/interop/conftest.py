@@ -301,8 +301,10 @@ def fresh_source() -> str:
     return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
 
-def _probe(port: int) -> bool:
+def _probe(port: int, preamble: bytes = b"") -> bool:
     """Whether a POP3 server answers on ``port``: read the greeting, QUIT, wait for EOF.
+
+    ``preamble`` goes first (a PROXY protocol header, for ``--proxy-protocol``).
 
     The probe's session ends completely before this returns, so it never counts
     against ``--max-connections`` afterwards (the server logs its ``disconnected``).
@@ -310,6 +312,7 @@ def _probe(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as sock:
             sock.settimeout(STARTUP_TIMEOUT)
+            sock.sendall(preamble)
             reader = sock.makefile("rb")
             greeting = reader.readline()
             if not greeting.startswith(b"+OK"):
@@ -358,11 +361,13 @@ def start_server(
             )
         server = ServerProcess(process, chosen, stdout_path, stderr_path)
         deadline = time.monotonic() + STARTUP_TIMEOUT
+        # A health check's header, as a load balancer sends (PROXY protocol v1).
+        preamble = b"PROXY UNKNOWN\r\n" if "--proxy-protocol" in args else b""
         delay = 0.01
         while True:
             if process.poll() is not None:
                 break
-            if _probe(chosen):
+            if _probe(chosen, preamble):
                 return server
             if time.monotonic() > deadline:
                 server.kill()

@@ -31,6 +31,7 @@ from .conftest import (
     HOST,
     Account,
     MailSetup,
+    ServerFactory,
     ServerProcess,
     fresh_source,
     require_tool,
@@ -241,3 +242,17 @@ def test_big_message_to_file(
         )
     )
     assert target.read_bytes() == expected_wire(full_corpus()["big"])
+
+
+def test_behind_a_proxy_protocol_balancer(
+    curl: str, server_factory: ServerFactory, mail_setup: MailSetup
+) -> None:
+    # curl --haproxy-protocol sends a PROXY v1 header, as HAProxy does, before the
+    # POP3 session; serve --proxy-protocol takes the client's address from it.
+    account = mail_setup.new_account(list(CORPUS.values())[:2])
+    proxied = server_factory(mail_setup, "--proxy-protocol", "127.0.0.0/8", "--debug")
+    result = run_curl(curl, "--haproxy-protocol", url(proxied, account))
+    sizes = [len(expected_wire(m)) for m in account.messages.values()]
+    assert ok(result) == b"".join(f"{n} {size}\r\n".encode() for n, size in enumerate(sizes, 1))
+    assert re.search(r"proxied for 127\.0\.0\.1:\d+", proxied.stderr), proxied.stderr
+    assert f"login: user={account.user} rip=127.0.0.1" in proxied.stderr
