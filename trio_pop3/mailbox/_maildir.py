@@ -32,7 +32,9 @@ Guarantees
   files with one base name (``new/X`` beside ``cur/X:2,S``, say, left by a copy or
   a restore), one is renamed to a fresh unique name, as Dovecot does, so both are
   listed and neither unique-id is ever reused for the other: the one clients may
-  know under the name keeps it.  A second name of one file (a hard link) is removed.
+  know under the name keeps it.  Two names of one file (a hard link, as another
+  program's link-then-unlink rename leaves for a moment) are one message, listed
+  once; the listing removes neither, and a DELE removes both.
   A message another program moved or renamed is found by its base name, inode,
   mtime and size, which a rename keeps.
 * **Exact sizes** (RFC 1939 section 11).  A Dovecot ``,W=<n>`` tag in the base name is
@@ -45,9 +47,9 @@ Guarantees
   ``O_NOFOLLOW`` and must be regular files, so a symlink or FIFO dropped into the
   Maildir can neither leak other files nor hang the server.
 * **Safe removal.**  :meth:`MaildirMailbox.remove` unlinks exactly the given files
-  (each unlink is atomic), then fsyncs the directories.  Apart from settling
-  duplicates (above: one atomic ``rename``, or the ``unlink`` of a second name of
-  the same file) and flagging retrieved messages seen at QUIT (below: one atomic
+  and their other names in ``cur/`` and ``new/`` (each unlink is atomic), then fsyncs
+  the directories.  Apart from settling duplicates (above: one atomic ``rename``)
+  and flagging retrieved messages seen at QUIT (below: one atomic
   ``rename`` that keeps the base name), nothing else is ever written, so a crash at
   any point cannot lose a message that was not deleted.
 * **Seen flag.**  At QUIT, messages the client retrieved with RETR and kept get the
@@ -507,7 +509,13 @@ def _scan(
     renamed = False
     known_ids = _listed_file_ids(known) if duplicates else {}
     for found, twin in duplicates:
-        if rename_duplicates and _resolve_duplicate(found, twin, known_ids):
+        if _same_file(found.path, twin.path):
+            # A hard link is one message: listed once, and both names left alone.
+            # Another program renaming with link() then unlink() passes through
+            # this state, and removing either name here could lose the message.
+            # A DELE removes every name of it in cur/ and new/ (see remove()).
+            logger.info("Maildir %s: %r is another name of %r", maildir, found.path, twin.path)
+        elif rename_duplicates and _resolve_duplicate(found, twin, known_ids):
             renamed = True
         else:
             logger.warning("Maildir %s: duplicate file %r left out", maildir, found.path)
@@ -536,11 +544,17 @@ def _listed_file_ids(known: _Known | None) -> dict[str, _FileId]:
     }
 
 
+def _same_file(path: str, other: str) -> bool:
+    """Whether two paths name one file (hard links); False if either is gone."""
+    try:
+        st, other_st = os.lstat(path), os.lstat(other)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (other_st.st_dev, other_st.st_ino)
+
+
 def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, _FileId]) -> bool:
     """Settle two files with one base name (``twin`` was listed under it); True if changed.
-
-    Two names of one file (a hard link) are one message: the extra name ``found`` is
-    unlinked, which loses nothing, so that a DELE of the message removes it for good.
 
     Two different files (say ``new/X`` and ``cur/X:2,S``, left by a copy or a
     restore) would otherwise share a unique-id, so one of them could not be listed,
@@ -563,13 +577,7 @@ def _resolve_duplicate(found: _Found, twin: _Found, listed_before: Mapping[str, 
     except FileNotFoundError:
         return False
     if (st.st_dev, st.st_ino) == (twin_st.st_dev, twin_st.st_ino):
-        try:
-            os.unlink(found.path)
-        except OSError as exc:
-            logger.error("Maildir: cannot remove the extra name %r: %s", found.path, exc)
-            return False
-        logger.warning("Maildir: removed %r, a second name of %r", found.path, twin.path)
-        return True
+        return False  # linked since _same_file() looked: leave both
     known_id = listed_before.get(_uid_for_base(_base_name(found.name)))
     found_listed = _file_id(st) == known_id
     twin_listed = _file_id(twin_st) == known_id
@@ -658,10 +666,39 @@ def _entry_id(entry: os.DirEntry[str]) -> _FileId | None:
 
 def _is_file(path: str, file_id: _FileId) -> bool:
     """Whether ``path`` names the file ``file_id`` (not another that took its name)."""
+    return _lstat_of(path, file_id) is not None
+
+
+def _lstat_of(path: str, file_id: _FileId) -> os.stat_result | None:
+    """``lstat(path)`` if ``path`` names the file ``file_id``, else None."""
     try:
-        return _file_id(os.lstat(path)) == file_id
+        st = os.lstat(path)
     except FileNotFoundError:
-        return False
+        return None
+    return st if _file_id(st) == file_id else None
+
+
+def _unlink_other_names(maildir: str, base: str, st: os.stat_result) -> set[str]:
+    """Unlink the other names of the file ``st`` in ``cur/`` and ``new/`` with ``base``.
+
+    For a DELE of a message that has a second name in the Maildir (a hard link):
+    left alone, it would bring the message back.  Links elsewhere (a backup made
+    with hard links) are not touched.  Returns the subdirectories changed.
+    """
+    touched: set[str] = set()
+    for subdir in _SCAN_DIRS:
+        with os.scandir(os.path.join(maildir, subdir)) as entries:
+            for entry in entries:
+                if entry.inode() != st.st_ino or _base_name(entry.name) != base:
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_dev == st.st_dev:
+                        os.unlink(entry.path)
+                        touched.add(subdir)
+                        logger.info("Maildir %s: removed %r, another name", maildir, entry.path)
+                except FileNotFoundError:
+                    pass
+    return touched
 
 
 def _index_by_base(maildir: str) -> dict[tuple[str, _FileId], _Location]:
@@ -1239,7 +1276,9 @@ class MaildirMailbox(Mailbox):
 
         A message another program already removed counts as removed; one it moved
         to ``cur/`` or renamed is found by its base name, inode, mtime and size.
-        Every message is tried even if some fail.  No other file is touched.
+        Other names of a removed file (hard links) in ``cur/`` and ``new/`` with its
+        base name are removed too, so the message does not come back.  Every
+        message is tried even if some fail.  No other file is touched.
 
         Raises:
             MailboxError: some files could not be removed (``[SYS/TEMP]`` "Some
@@ -1285,10 +1324,13 @@ class MaildirMailbox(Mailbox):
         for location in locations:
             try:
                 path = os.path.join(self._path, location.subdir, location.name)
-                if _is_file(path, location.file_id):
+                st = _lstat_of(path, location.file_id)
+                if st is not None:
                     try:
                         os.unlink(path)
                         touched.add(location.subdir)
+                        if st.st_nlink > 1:
+                            touched |= _unlink_other_names(self._path, location.base, st)
                         continue
                     except FileNotFoundError:
                         pass
