@@ -8,6 +8,7 @@ import ipaddress
 import poplib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from trio_pop3.mailbox import (
     MemoryAuthenticator,
     MemoryStore,
     MessageInfo,
+    _surrogates,
 )
 from trio_pop3.mailbox._handler import _SURROGATE_SIZES
 from trio_pop3.mailbox._memory import MEMORY_CHUNK_SIZE
@@ -145,6 +147,47 @@ async def test_downgrade_sends_an_ascii_surrogate_with_its_own_size() -> None:
         await client.login()
         first, lines = await client.multi("RETR 1")
         assert lines[0] == "Subject: Grüße aus Köln".encode()
+
+
+@pytest.mark.parametrize("when", ["login", "retr"])
+async def test_downgrade_runs_off_the_event_loop(
+    start_server: StartServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Recoding a header takes about 10 us per octet (an audit froze the server for
+    10 s with a 1 MB UTF-8 header): other sessions are served meanwhile."""
+    started, release = threading.Event(), threading.Event()
+    blocking = when == "login"
+
+    def held_surrogate(data: bytes) -> tuple[bytes, int] | None:
+        if blocking:
+            started.set()
+            assert release.wait(10)
+        return surrogate(data)
+
+    monkeypatch.setattr(_surrogates, "surrogate", held_surrogate)
+    _SURROGATE_SIZES._growth.clear()  # the size is computed at this login, not remembered
+    _SURROGATE_SIZES._listings.clear()
+    utf8 = "Subject: Grüße aus Köln\n\nbody\n".encode()
+    store = MemoryStore({"alice": [utf8], "bob": [b"Subject: hi\n\nbob\n"]})
+    running = await start_server(handler_factory(store, utf8_legacy="downgrade"))
+    bob = await connect(running.port)
+    await bob.login("bob", MAILBOX_USERS["bob"])
+    alice = await connect(running.port)
+    await alice.send_line("USER alice")
+    assert (await alice.reply()).startswith("+OK")
+    await alice.send_line("PASS " + MAILBOX_USERS["alice"])
+    if not blocking:
+        assert (await alice.reply()).startswith("+OK")
+        blocking = True
+        await alice.send_line("RETR 1")
+    await trio.to_thread.run_sync(started.wait, 10)
+    with trio.fail_after(5):  # the event loop is not waiting for the recoding
+        assert await bob.command("NOOP") == "+OK"
+    release.set()
+    reply = await alice.reply()
+    assert reply.startswith("+OK"), reply
+    if when == "retr":
+        assert b"Subject: =?utf-8?" in b"".join(await alice.data_lines())
 
 
 class CountingStore(MailStore):

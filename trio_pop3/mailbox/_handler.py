@@ -41,7 +41,7 @@ from ._surrogates import (
     SurrogateSizes,
     aclose as _aclose,
     stored,
-    surrogate as _surrogate,
+    surrogate_in_thread as _surrogate_in_thread,
     whole_header as _whole_header,
 )
 
@@ -549,11 +549,14 @@ class MailboxHandler(POP3Handler):
             # may yield the header in several chunks: the whole of it decides.
             try:
                 first = await _whole_header(first, chunks)
+                needs_utf8 = header_needs_utf8(first)
+                surrogate = None
+                if needs_utf8 and self.utf8_legacy == "downgrade":
+                    surrogate = await _surrogate_in_thread(first)
             except BaseException:
                 await _aclose(chunks)
                 raise
-            if header_needs_utf8(first):
-                surrogate = _surrogate(first) if self.utf8_legacy == "downgrade" else None
+            if needs_utf8:
                 if surrogate is None:
                     await _aclose(chunks)
                     raise POP3Error("This message needs UTF8 mode.", ResponseCode.UTF8)

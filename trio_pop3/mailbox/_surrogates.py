@@ -20,8 +20,10 @@ same snapshot tuple for an unchanged maildrop (the Maildir backend does) also ge
 the same surrogate listing back, so the sessions share it and its formatted LIST.
 The first login after new mail reads only the new messages' headers.
 
-Everything here runs in the event loop's thread; the scan checkpoints after each
-message, so one large maildrop does not stall other sessions.
+The scan runs in the event loop's thread and checkpoints after each message, so one
+large maildrop does not stall other sessions.  The recoding itself is pure Python
+and slow (an audit measured 10 s for a 1 MB header), so :func:`surrogate_in_thread`
+runs it in a worker thread, one at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .._proto._wire import HeaderEndFinder, header_complete, header_needs_utf8, 
 from ._base import Mailbox, MailStore, MessageInfo
 
 __all__ = [
+    "DOWNGRADE_THREADS",
     "HEADER_SCAN_LIMIT",
     "SIZE_CACHE_ENTRIES",
     "SurrogateInfo",
@@ -46,6 +49,7 @@ __all__ = [
     "aclose",
     "stored",
     "surrogate",
+    "surrogate_in_thread",
     "whole_header",
 ]
 
@@ -61,6 +65,16 @@ HEADER_SCAN_LIMIT = 1024 * 1024
 #: are 7 MB, a thousand maildrops of 50 messages.  Past it the oldest are dropped
 #: and read again at their next login.
 SIZE_CACHE_ENTRIES = 50_000
+
+#: Worker threads recoding headers at once.  The recoding holds the interpreter lock
+#: (about 10 us per octet of header: 10 s for 1 MB, measured by an audit that froze
+#: the event loop with it), so with one thread the event loop keeps at least half of
+#: the lock however many clients fetch such messages.
+DOWNGRADE_THREADS = 1
+
+_DOWNGRADE_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "trio_pop3_downgrade_limiter"
+)
 
 #: Surrogate listings kept by the identity of the backend's snapshot: one per
 #: maildrop that is logged into again while unchanged.
@@ -99,6 +113,21 @@ def surrogate(data: bytes) -> tuple[bytes, int] | None:
         return None
     # The header ends in a line end, so the wire sizes of the parts add up.
     return ascii_header + rest, wire_size(ascii_header) - wire_size(header)
+
+
+async def surrogate_in_thread(data: bytes) -> tuple[bytes, int] | None:
+    """:func:`surrogate`, run in a worker thread so the event loop never waits on it.
+
+    Cancellation:
+        Returns at once when cancelled; the thread finishes on its own (it has no
+        side effects), still holding its place among :data:`DOWNGRADE_THREADS`.
+    """
+    try:
+        limiter = _DOWNGRADE_LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(DOWNGRADE_THREADS)
+        _DOWNGRADE_LIMITER.set(limiter)
+    return await trio.to_thread.run_sync(surrogate, data, limiter=limiter, abandon_on_cancel=True)
 
 
 async def whole_header(first: bytes, chunks: AsyncIterator[bytes]) -> bytes:
@@ -210,9 +239,9 @@ async def _read_growth(mailbox: Mailbox, message: MessageInfo) -> int:
         header = await whole_header(first, chunks)
     finally:
         await aclose(chunks)
-    # A read from the page cache need not have waited: let other sessions run.
-    await trio.lowlevel.checkpoint()
     if not header_needs_utf8(header):
+        # A read from the page cache need not have waited: let other sessions run.
+        await trio.lowlevel.checkpoint()
         return 0
-    made = surrogate(header)
+    made = await surrogate_in_thread(header)
     return 0 if made is None else made[1]
