@@ -128,6 +128,51 @@ async def test_send_timeout_on_a_real_socket_drops_a_client_that_stops_reading(
     assert len(await maildrop_uids(store)) == 2
 
 
+async def test_send_timeout_spares_a_slow_client_that_keeps_reading(
+    nursery: trio.Nursery,
+) -> None:
+    """send_timeout is for a write that makes no progress, not for a slow one.
+
+    A client reading 8 KiB every 20 ms takes about 0.8 s for this RETR, longer than
+    the 0.3 s send_timeout, but never stalls for that long: it gets all of it.
+    (Before, the deadline covered a whole 256 KiB flush: an audit's client reading
+    2 KB/s was dropped after 60 s with the message half sent.)  A Unix socket pair
+    with small buffers, so the writes really wait; the direct-write path.
+    """
+    message = b"Subject: big\r\n\r\n" + b"y" * 78 + b"\r\n" * 1
+    message += (b"z" * 78 + b"\r\n") * 4000  # 320 KB: more than one flush
+    store = MemoryStore({"alice": [message]})
+    factory, ended = watched_mailbox(store)
+    server = POP3Server(factory, send_timeout=0.3)
+    server_end, client_end = socket.socketpair()
+    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(server_end))
+    assert _session._direct_fd(stream) is not None
+    nursery.start_soon(server.handle_stream, stream)
+    client_sock = trio.socket.from_stdlib_socket(client_end)
+    client = Client(trio.SocketStream(client_sock))
+    try:
+        assert (await client.reply()).startswith("+OK")
+        await client.login()
+        await client.send_line("RETR 1")
+        received = bytearray()
+        with trio.fail_after(30):
+            while not received.endswith(b"\r\n.\r\n"):
+                await trio.sleep(0.02)
+                chunk = await client_sock.recv(8192)
+                assert chunk, f"dropped after {len(received)} octets"
+                received += chunk
+        assert received.startswith(b"+OK %d octets\r\n" % len(message))
+        assert len(received) > len(message)
+        await client.send_line("QUIT")
+        assert (await client.reply()).startswith("+OK")
+        with trio.fail_after(10):
+            await ended.wait()
+    finally:
+        await client.aclose()
+
+
 def flood_in_threads(port: int, stop: threading.Event) -> list[threading.Thread]:
     """Log in and pipeline NOOPs nonstop from threads (outside the event loop)."""
     sock = socket.create_connection(("127.0.0.1", port))

@@ -146,6 +146,30 @@ async def test_send_timeout_client_stops_reading_mid_retr(
     assert store.messages("alice") == [big, b"Subject: small\n\nhi\n"]
 
 
+async def test_send_timeout_spares_a_slow_client_that_keeps_reading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # send_timeout is for a write that makes no progress: a client that reads a
+    # little every 50 s is served in full although the RETR takes half an hour
+    # (a stream other than a plain socket, such as TLS: written in 16 KiB pieces).
+    big = b"Subject: big\n\n" + (b"x" * 78 + b"\n") * 8000  # 640 KB
+    store = MemoryStore({"alice": [big]})
+    factory = functools.partial(MailboxHandler, store, MemoryAuthenticator({"alice": "secret"}))
+    async with memory_session(factory, lockstep=True, send_timeout=60, timeout=600) as s:
+        await s.client.login()
+        await s.client.send_line("RETR 1")
+        start = trio.current_time()
+        received = bytearray()
+        while not received.endswith(b"\r\n.\r\n"):
+            await trio.sleep(50)
+            chunk = await s.client.stream.receive_some(16 * 1024)
+            assert chunk, f"dropped after {len(received)} octets"
+            received += chunk
+        assert trio.current_time() - start > 1800
+        assert received.startswith(b"+OK %d octets\r\n" % (len(big) + big.count(b"\n")))
+        assert (await s.client.command("QUIT")).startswith("+OK")
+
+
 async def test_send_timeout_none_waits_for_the_idle_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

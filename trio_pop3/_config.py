@@ -24,8 +24,9 @@ DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 30.0
 
 #: A client that stops reading in the middle of a RETR would otherwise hold a task,
-#: a maildrop lock and a buffer forever.  60 s of no progress on one send_all of at
-#: most FLUSH_THRESHOLD octets means the client is gone or hostile.
+#: a maildrop lock and a buffer forever.  60 s in which a write makes no progress at
+#: all means the client is gone or hostile; a slow client that keeps reading is
+#: served however long the reply takes.
 DEFAULT_SEND_TIMEOUT = 60.0
 
 #: Grace period of a graceful shutdown: sessions in the middle of a command (a RETR

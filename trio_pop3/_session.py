@@ -76,6 +76,11 @@ RECEIVE_SIZE = 65536
 #: while bounding memory per session.
 FLUSH_THRESHOLD = 256 * 1024
 
+#: A write through a stream other than a plain socket (TLS) goes in pieces this big,
+#: so that ``send_timeout`` measures a stall, not a whole slow flush: a TLS record
+#: holds at most 16 KiB (RFC 8446 section 5.1), so no piece adds a record.
+STREAM_WRITE_PIECE = 16 * 1024
+
 #: Commands whose arguments are secrets: masked in the debug transcript.
 _SECRET_COMMANDS = frozenset({"PASS", "AUTH", "APOP"})
 
@@ -324,22 +329,28 @@ class Session:
             # Direct path: a reply usually fits the socket buffer, so one write
             # finishes it without a timeout scope or a trip through the scheduler.
             sent = _write_some(self._fd, data)
+            self.sent += sent
             if sent == len(data):
-                self.sent += sent
                 self.broken = False
                 return
         self._check_not_expired()
         timeout = self.config.send_timeout
         # A bare CancelScope, not fail_after(): the wrapper cost more than the scope.
+        # send_timeout is for a write that makes no progress: each piece that goes
+        # out moves the deadline on, so a slow client that keeps reading is served.
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         try:
             with trio.CancelScope(deadline=deadline) as scope:
                 if self._fd is None:
-                    await self.stream.send_all(data)
+                    for start in range(0, len(data), STREAM_WRITE_PIECE):
+                        piece = data[start : start + STREAM_WRITE_PIECE]
+                        await self.stream.send_all(piece)
+                        self.sent += len(piece)
+                        if timeout is not None:
+                            scope.deadline = trio.current_time() + timeout
                 else:
                     self._trio_knows_fd = True
-                    await _write_rest(self._fd, data, sent)
-                self.sent += len(data)
+                    await _write_rest(self, self._fd, data, sent, scope, timeout)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone(str(exc) or type(exc).__name__) from None
         if scope.cancelled_caught:
@@ -551,13 +562,29 @@ def _write_some(fd: int, data: bytes | bytearray | memoryview) -> int:
         raise _ClientGone(exc.strerror or type(exc).__name__) from None
 
 
-async def _write_rest(fd: int, data: bytes | bytearray, sent: int) -> None:
-    """Write ``data[sent:]``, waiting for the socket to drain between writes."""
+async def _write_rest(
+    session: Session,
+    fd: int,
+    data: bytes | bytearray,
+    sent: int,
+    scope: trio.CancelScope,
+    timeout: float | None,
+) -> None:
+    """Write ``data[sent:]``, waiting for the socket to drain between writes.
+
+    Each write that makes progress counts in ``session.sent`` and moves ``scope``'s
+    deadline ``timeout`` seconds on.
+    """
     with memoryview(data) as view:
         while sent < len(view):
             await trio.lowlevel.wait_writable(fd)
             with view[sent:] as rest:
-                sent += _write_some(fd, rest)
+                written = _write_some(fd, rest)
+            if written:
+                sent += written
+                session.sent += written
+                if timeout is not None:
+                    scope.deadline = trio.current_time() + timeout
 
 
 def _read_now(fd: int) -> bytes | None:
