@@ -602,10 +602,9 @@ async def test_commit_failure_answers_err(error: Exception, reply: str) -> None:
 async def test_255_octet_command_accepted() -> None:
     # RFC 2449 §4 (WIRE-04): 255 octets including CRLF are accepted ...
     async with memory_session(SkeletonHandler) as s:
-        name = "a" * 248
-        line = f"USER {name}"
+        line = "XHELLO " + "a" * 246
         assert len(line) + 2 == 255
-        assert await s.client.command(line) == "+OK username accepted, send password"
+        assert await s.client.command(line) == "+OK hello in AUTHORIZATION"
         # ... one more octet is too long: -ERR, and the session goes on (WIRE-06).
         assert await s.client.command(line + "a") == "-ERR Command line too long."
         assert await s.client.command("USER alice") == "+OK username accepted, send password"
@@ -617,9 +616,9 @@ async def test_bare_lf_line_measured_as_if_it_ended_in_crlf() -> None:
     # A bare LF is tolerated, not standard: the same command passes or fails the
     # length limit whichever end it has, so 253 octets before it pass, 254 fail.
     async with memory_session(SkeletonHandler) as s:
-        line = b"USER " + b"a" * 248
+        line = b"XHELLO " + b"a" * 246
         await s.client.send(line + b"\n")
-        assert await s.client.reply() == "+OK username accepted, send password"
+        assert await s.client.reply() == "+OK hello in AUTHORIZATION"
         await s.client.send(line + b"a\n")
         assert await s.client.reply() == "-ERR Command line too long."
 
@@ -629,7 +628,7 @@ async def test_bare_lf_line_measured_as_if_it_ended_in_crlf() -> None:
 async def test_overlong_line_is_err_and_session_continues(length: int) -> None:
     # WIRE-06 pick: -ERR for an over-long command, discard through the LF, go on.
     async with memory_session(SkeletonHandler) as s:
-        await s.client.send(b"USER " + b"X" * (length - 7) + b"\r\nXHELLO\r\n")
+        await s.client.send(b"XHELLO " + b"X" * (length - 9) + b"\r\nXHELLO\r\n")
         assert await s.client.reply() == "-ERR Command line too long."
         assert await s.client.reply() == "+OK hello in AUTHORIZATION"
 

@@ -97,6 +97,25 @@ async def test_failed_command_between_user_and_pass(mailbox_factory: Factory) ->
         assert await c.command("PASS secret") == "-ERR No user name given."
 
 
+@pytest.mark.rfc("4616", "2")
+async def test_credential_commands_may_be_longer(store: MemoryStore) -> None:
+    # PLAIN-03: a 255-octet password must work; PASS carries it in a 262-octet line
+    # (Dovecot takes 1 KiB lines before login).  USER and PASS go up to
+    # max_auth_line; other commands keep the 255-octet limit.
+    password = "p" * 255
+    auth = MemoryAuthenticator({"alice": password, "b" * 300: "x"})
+    factory = functools.partial(MailboxHandler, store, auth)
+    async with memory_session(factory) as s:
+        assert await s.client.command("NOOP " + "n" * 300) == "-ERR Command line too long."
+        assert await s.client.command("USER " + "b" * 300) == "+OK Send your password."
+        assert await s.client.command("USER alice") == "+OK Send your password."
+        assert (await s.client.command("PASS " + password)).startswith("+OK Logged in")
+    async with memory_session(factory) as s:
+        assert await s.client.command("USER alice") == "+OK Send your password."
+        reply = await s.client.command("PASS " + "p" * 9000)  # past max_auth_line
+        assert reply == "-ERR Command line too long."
+
+
 @pytest.mark.rfc("1939", "7")
 async def test_password_may_start_with_a_space(
     store: MemoryStore, authenticator: MemoryAuthenticator

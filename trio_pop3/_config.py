@@ -48,10 +48,12 @@ class Limits:
 
     Attributes:
         max_command_line: Longest command line accepted, in octets including CRLF.
-            RFC 2449 section 4 requires accepting 255; longer lines get ``-ERR``.
+            RFC 2449 section 4 requires accepting 255; longer lines get ``-ERR``,
+            except the credential commands USER, PASS, APOP and AUTH, which may be
+            up to ``max_auth_line`` (a 255-octet password, RFC 4616 section 2).
             A line ending in a bare LF (tolerated, not standard) is measured as if
             it ended in CRLF, so the same commands pass whichever end they have.
-        max_auth_line: Longest AUTH command or SASL response line.  RFC 5034 section 4
+        max_auth_line: Longest USER, PASS, APOP or AUTH command or SASL response line.  RFC 5034 section 4
             lets SASL responses exceed the command limit; PLAIN with three 255-octet
             fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
         max_discard: A single line longer than this is not a command but an attack or

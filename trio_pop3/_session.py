@@ -84,6 +84,12 @@ STREAM_WRITE_PIECE = 16 * 1024
 #: Commands whose arguments are secrets: masked in the debug transcript.
 _SECRET_COMMANDS = frozenset({"PASS", "AUTH", "APOP"})
 
+#: Commands that carry credentials may exceed ``max_command_line``, up to
+#: ``max_auth_line``: RFC 4616 lets a user name and a password each be 255 octets
+#: (PLAIN-03), which USER and PASS must carry too, and Dovecot takes 1 KiB lines
+#: before login (an audit's 255-character password failed with PASS only).
+_CREDENTIAL_COMMANDS = frozenset({"AUTH", "USER", "PASS", "APOP"})
+
 
 _ClientGone = ClientDisconnected  # the name used throughout this module
 
@@ -639,7 +645,7 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                     await _bad_command(handler, session, str(exc))
                     continue
                 name, arg = command.name, command.arg
-                if len(line) + 2 > limits.max_command_line and name != "AUTH":
+                if len(line) + 2 > limits.max_command_line and name not in _CREDENTIAL_COMMANDS:
                     await _bad_command(handler, session, "Command line too long.")
                     continue
                 session.commands += 1
