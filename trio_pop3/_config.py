@@ -53,9 +53,10 @@ class Limits:
             up to ``max_auth_line`` (a 255-octet password, RFC 4616 section 2).
             A line ending in a bare LF (tolerated, not standard) is measured as if
             it ended in CRLF, so the same commands pass whichever end they have.
-        max_auth_line: Longest USER, PASS, APOP or AUTH command or SASL response line.  RFC 5034 section 4
-            lets SASL responses exceed the command limit; PLAIN with three 255-octet
-            fields is about 1 KiB of base64; Dovecot buffers 8 KiB.
+        max_auth_line: Longest USER, PASS, APOP or AUTH command or SASL response
+            line.  RFC 5034 section 4 lets SASL responses exceed the command limit;
+            PLAIN with three 255-octet fields is about 1 KiB of base64; Dovecot
+            buffers 8 KiB.
         max_discard: A single line longer than this is not a command but an attack or
             a broken client: it is answered ``-ERR Line too long; closing the
             connection.`` and the connection is closed, as Dovecot does.
