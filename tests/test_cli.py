@@ -118,10 +118,6 @@ BAD_COMMAND_LINES: dict[str, tuple[Callable[[MailSetup], list[str]], str]] = {
         lambda c: serve_args(c, users=c.root),
         "cannot read passwd-file",
     ),
-    "passwd-file not UTF-8": (
-        lambda c: serve_args(c, users=passwd_file(c, GOOD_LINE * 2 + b"b\xe9b:{PLAIN}x\n")),
-        "line 3: not valid UTF-8",
-    ),
     "passwd-file line without colon": (
         lambda c: serve_args(c, users=passwd_file(c, b"# users\n\n" + GOOD_LINE + b"bob\n")),
         "line 4: no ':' after the user name",
@@ -782,6 +778,23 @@ def test_user_names_are_lowercased_as_in_dovecot(
         client.pass_(account.password)
         assert client.stat()[0] == 1
     client.quit()
+
+
+def test_passwd_lines_that_are_not_utf8_are_left_out(
+    config: MailSetup, server_factory: ServerFactory
+) -> None:
+    # A Dovecot file with one Latin-1 password still serves its other users.
+    account = config.account("alice", [b"Subject: one\n\n1\n"])
+    with config.passwd.open("ab") as f:
+        f.write(b"dave:{PLAIN}caf\xe9\n")
+    proc = server_factory(config)
+    client = proc.connect()
+    client.user(account.user)
+    client.pass_(account.password)
+    assert client.stat()[0] == 1
+    client.quit()
+    assert "line" in proc.stderr
+    assert "not valid UTF-8; left out, so its user cannot log in" in proc.stderr
 
 
 def test_capitalised_passwd_entries_are_warned_about(config: MailSetup) -> None:

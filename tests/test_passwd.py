@@ -893,14 +893,30 @@ def test_load_missing_file(tmp_path: Path) -> None:
         PasswdFile.load(tmp_path)
 
 
-def test_load_bad_line_and_bad_utf8(tmp_path: Path) -> None:
+def test_load_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "passwd"
     path.write_bytes(b"alice:{PLAIN}x\n\nbroken line\n")
     with pytest.raises(PasswdFileError, match=f"^passwd-file {path} line 3: no ':'"):
         PasswdFile.load(path)
-    path.write_bytes(b"alice:{PLAIN}x\nb\xffb:{PLAIN}y\n")
-    with pytest.raises(PasswdFileError, match=f"^passwd-file {path} line 2: not valid UTF-8$"):
-        PasswdFile.load(path)
+
+
+def test_load_leaves_out_lines_that_are_not_utf8(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An old Dovecot file may hold a Latin-1 password (Dovecot compares bytes): that
+    # user can never log in here (commands are UTF-8), but the others must.
+    path = tmp_path / "passwd"
+    path.write_bytes(b"alice:{PLAIN}x\nb\xffb:{PLAIN}y\ndave:{PLAIN}caf\xe9\ncarol:{PLAIN}z\n")
+    passwd = PasswdFile.load(path)
+    assert sorted(passwd) == ["alice", "carol"]
+    assert passwd.entry("carol") is not None
+    assert passwd.entry("carol").line == 4  # type: ignore[union-attr]
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert messages == [
+        f"passwd-file {path} line {n}: not valid UTF-8; left out, so its user cannot log in"
+        for n in (2, 3)
+    ]
+    assert "caf" not in caplog.text  # never the password
 
 
 # --------------------------------------------------------------------------------------

@@ -270,10 +270,15 @@ class PasswdFile(Mapping[str, str]):
     def load(cls, path: str | os.PathLike[str]) -> PasswdFile:
         """Read and parse the passwd-file at ``path`` (blocking I/O).
 
+        A line that is not UTF-8 (a Latin-1 password in an old Dovecot file, say)
+        is left out and logged as an error, with its number: its user could never
+        log in, since commands and SASL data are UTF-8 (RFC 6856, RFC 4616), and
+        the other users must not be locked out with it.
+
         Raises:
             PasswdFileError: the file cannot be read (``cannot read passwd-file /x:
-                No such file or directory``), is not a regular file, is not UTF-8,
-                or has a malformed line (see :meth:`parse`).
+                No such file or directory``), is not a regular file, or has a
+                malformed line (see :meth:`parse`).
 
         Cancellation:
             Blocking and synchronous: no checkpoint.  From trio, call it through
@@ -295,9 +300,8 @@ class PasswdFile(Mapping[str, str]):
             ) from None
         try:
             text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            number = data.count(b"\n", 0, exc.start) + 1
-            raise PasswdFileError(f"passwd-file {name} line {number}: not valid UTF-8") from None
+        except UnicodeDecodeError:
+            text = _utf8_lines(data, name)
         parsed = cls.parse(text, path=name)
         parsed._signature = _signature(st)
         return parsed
@@ -331,6 +335,22 @@ class PasswdFile(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<PasswdFile {self._path!r}: {len(self._entries)} users>"
+
+
+def _utf8_lines(data: bytes, name: str) -> str:
+    """Decode a passwd-file, each line that is not UTF-8 left empty (and logged)."""
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            _log.error(
+                "passwd-file %s line %d: not valid UTF-8; left out, so its user cannot log in",
+                name,
+                index + 1,
+            )
+            lines[index] = b""
+    return b"\n".join(lines).decode("utf-8")
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:
