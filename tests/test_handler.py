@@ -18,6 +18,7 @@ from pop3_support import (
     Client,
     Recorder,
     SkeletonHandler,
+    StartServer,
     memory_session,
 )
 
@@ -534,6 +535,84 @@ async def test_on_connect_refuses() -> None:
         await s.done.wait()
     assert handler_of(recorder).disconnects == 1
     assert handler_of(recorder).disconnect_state == "DISCONNECT"
+
+
+class OwnGreetingHandler(SkeletonHandler):
+    """A Perl-style port that writes its own greeting in on_connect()."""
+
+    refuse = False
+
+    async def on_connect(self) -> None:
+        if self.refuse:
+            await self.send_err("busy, try later", ResponseCode.SYS_TEMP)
+            self.close_client()
+        else:
+            await self.send_ok("my own greeting")
+
+    def greeting(self) -> str:
+        raise AssertionError("not called when on_connect() replied")
+
+
+class RefusingOwnGreetingHandler(OwnGreetingHandler):
+    refuse = True
+
+
+class FailingAfterGreetingHandler(SkeletonHandler):
+    async def on_connect(self) -> None:
+        await self.send_ok("hello")
+        raise POP3Error("and then a failure")  # answered already: no -ERR added
+
+
+@pytest.mark.parametrize("handler", [OwnGreetingHandler, RefusingOwnGreetingHandler])
+async def test_a_reply_from_on_connect_is_the_greeting(
+    start_server: StartServer, handler: type[OwnGreetingHandler]
+) -> None:
+    # One status line opens the session, whoever sends it.  (A second greeting
+    # raised RuntimeError outside any handler and stopped the whole server.)
+    running = await start_server(handler)
+    for _ in range(2):  # the server still serves after the first
+        client = Client(await trio.open_tcp_stream("127.0.0.1", running.port))
+        try:
+            if handler.refuse:
+                assert await client.read_to_eof() == b"-ERR [SYS/TEMP] busy, try later\r\n"
+            else:
+                assert await client.reply() == "+OK my own greeting"
+                assert await client.command("XHELLO") == "+OK hello in AUTHORIZATION"
+                assert await client.command("QUIT") == "+OK goodbye"
+        finally:
+            await client.aclose()
+
+
+async def test_on_connect_failing_after_its_reply_is_logged(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_server(FailingAfterGreetingHandler)
+    client = Client(await trio.open_tcp_stream("127.0.0.1", running.port))
+    try:
+        assert await client.read_to_eof() == b"+OK hello\r\n"
+    finally:
+        await client.aclose()
+    assert "on_connect()/greeting() raised after its reply" in caplog.text
+
+
+class TalkativeDisconnect(SkeletonHandler):
+    cleaned = False
+
+    async def disconnect(self) -> None:
+        await self.send_err("see you")  # after the last reply: sent before the close
+        await super().disconnect()
+        self.cleaned = True
+
+
+async def test_disconnect_hook_may_send_and_still_cleans_up() -> None:
+    recorder = Recorder(TalkativeDisconnect)
+    async with memory_session(recorder) as s:
+        await s.client.send_line("QUIT")
+        assert await s.client.read_to_eof() == b"+OK goodbye\r\n-ERR see you\r\n"
+        await s.done.wait()
+    handler = recorder.last
+    assert isinstance(handler, TalkativeDisconnect)
+    assert handler.cleaned
 
 
 @pytest.mark.rfc("1939", "6")

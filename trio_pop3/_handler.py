@@ -364,14 +364,21 @@ class POP3Handler:
         RFC 1939 section 3: one reply per command.  A second would be read as the
         reply to the client's next command, and every answer after it too.
 
+        The :meth:`disconnect` hook runs after the last reply: what it sends goes
+        out before the connection closes (after an autologout too, though RFC 1939
+        section 3 closes without a reply).
+
         Raises:
-            ClientDisconnected: the session has ended (a task that outlived it).
+            ClientDisconnected: the connection is closed (a task that outlived the
+                session).
             RuntimeError: the command (or the greeting) was answered already.
         """
         session = self._s
         if session.replied:
             if self._state is State.DISCONNECT:
-                raise ClientDisconnected("the session has ended")
+                if session.ended:
+                    raise ClientDisconnected("the session has ended")
+                return session
             raise RuntimeError(
                 "a second reply to one command (send_ok, send_err, send_data or "
                 "send_message); the first was sent, this one is not"
@@ -587,7 +594,10 @@ class POP3Handler:
 
         Raise :class:`~trio_pop3.POP3Error` to refuse the client: its text is sent as
         ``-ERR`` instead of the greeting, and the connection closes.  Calling
-        :meth:`close_client` instead closes it without any reply.
+        :meth:`close_client` instead closes it without any reply.  A reply it sends
+        itself (``send_ok`` or ``send_err``, as a Perl port might print its own
+        greeting) takes the greeting's place: :meth:`greeting` is not called, and
+        the session goes on unless it also calls :meth:`close_client`.
 
         Cancellation:
             It runs unshielded: cancellation of the server interrupts it with

@@ -162,6 +162,7 @@ class Session:
         "commands",
         "config",
         "draining",
+        "ended",
         "idle",
         "inbuf",
         "label",
@@ -194,6 +195,8 @@ class Session:
         self.closing = False
         self.broken = False  # a send failed or was cancelled: never send again
         self.draining = False
+        #: The connection was closed: nothing can be sent any more.
+        self.ended = False
         self.idle = False
         self.bad_commands = 0
         self.auth_failures = 0
@@ -686,17 +689,22 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
 
 
 async def _greet(handler: POP3Handler, session: Session) -> bool:
-    """Run ``on_connect()`` and send the greeting; return whether commands may follow."""
+    """Run ``on_connect()`` and send the greeting; return whether commands may follow.
+
+    A reply that ``on_connect()`` sent itself (a refusal, say) takes the greeting's
+    place: one status line opens the session, whoever sends it.
+    """
     try:
         await handler.on_connect()
-        greeting = handler.greeting()
+        greeting = None if session.replied else handler.greeting()
     except Exception as exc:
-        await _answer_exception(handler, session, exc, "on_connect()/greeting()")
+        await _command_failed(handler, session, "on_connect()/greeting()", exc)
         return False
     if session.is_closing():
         return False
     handler._set_state(State.AUTHORIZATION)
-    await handler.send_ok(greeting)
+    if greeting is not None:
+        await handler.send_ok(greeting)
     return True
 
 
@@ -724,6 +732,7 @@ TLS_CLOSE_TIMEOUT = 5.0
 
 async def _close_stream(session: Session) -> None:
     """Close the connection; over TLS, say close_notify first (RFC 8314 section 3.4)."""
+    session.ended = True
     stream = session.stream
     if isinstance(stream, trio.SSLStream) and not session.broken:
         with trio.move_on_after(TLS_CLOSE_TIMEOUT, shield=True):
