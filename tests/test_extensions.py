@@ -38,7 +38,7 @@ from trio_pop3.mailbox import (
 )
 from trio_pop3.mailbox._handler import _SURROGATE_SIZES
 from trio_pop3.mailbox._memory import MEMORY_CHUNK_SIZE
-from trio_pop3.mailbox._surrogates import surrogate
+from trio_pop3.mailbox._surrogates import SurrogateSizes, surrogate
 
 UTF8_HEADER = "Subject: Grüße aus Köln\n\nbody\n".encode()
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,8 +165,7 @@ async def test_downgrade_runs_off_the_event_loop(
         return surrogate(data)
 
     monkeypatch.setattr(_surrogates, "surrogate", held_surrogate)
-    _SURROGATE_SIZES._growth.clear()  # the size is computed at this login, not remembered
-    _SURROGATE_SIZES._listings.clear()
+    _SURROGATE_SIZES.clear()  # the size is computed at this login, not remembered
     utf8 = "Subject: Grüße aus Köln\n\nbody\n".encode()
     store = MemoryStore({"alice": [utf8], "bob": [b"Subject: hi\n\nbob\n"]})
     running = await start_server(handler_factory(store, utf8_legacy="downgrade"))
@@ -255,6 +254,77 @@ async def test_downgraded_messages_are_listed_with_the_size_retr_sends() -> None
         assert (await client.command("UTF8")).startswith("+OK")
         await client.login()
         assert await client.command("STAT") == f"+OK 2 {sent[1] + sent[3]}"
+
+
+class SnapshotMailbox(Mailbox):
+    """Hands out one snapshot of ``mail``; reads fail while ``failing`` holds numbers."""
+
+    def __init__(self, mail: Sequence[bytes], snapshot: tuple[MessageInfo, ...]) -> None:
+        self.mail, self.snapshot = mail, snapshot
+        self.failing: set[int] = set()
+        self.reads = 0
+
+    async def list_messages(self) -> Sequence[MessageInfo]:
+        return self.snapshot
+
+    async def read_message(self, message: MessageInfo) -> AsyncIterator[bytes]:
+        self.reads += 1
+        assert isinstance(message.key, int)
+        if message.key in self.failing:
+            raise MailboxError("cannot read it now")
+        yield self.mail[message.key]
+
+    async def remove(self, messages: Sequence[MessageInfo]) -> None:
+        raise AssertionError("nothing is deleted here")
+
+
+def snapshot_of(mail: Sequence[bytes]) -> tuple[MessageInfo, ...]:
+    return tuple(MessageInfo(f"u{n}", len(m) + m.count(b"\n"), n) for n, m in enumerate(mail))
+
+
+@pytest.mark.rfc("1939", "5")
+async def test_a_header_that_could_not_be_read_is_read_again() -> None:
+    # SIZE-01: one failed read (NFS, running out of descriptors) must not leave the
+    # stored size in LIST for every later login with the same snapshot.
+    mail = [b"Subject: ascii\n\nbody\n", "Subject: café\n\nbody\n".encode()]
+    snapshot = snapshot_of(mail)
+    mailbox = SnapshotMailbox(mail, snapshot)
+    sizes = SurrogateSizes()
+    store = MemoryStore({})
+    mailbox.failing = {1}
+    first = await sizes.listing(store, "alice", mailbox, snapshot)
+    assert first is snapshot  # the stored size, for now: RETR will answer
+    mailbox.failing = set()
+    second = await sizes.listing(store, "alice", mailbox, snapshot)
+    made = surrogate(mail[1])
+    assert made is not None
+    assert [m.size for m in second] == [snapshot[0].size, snapshot[1].size + made[1]]
+    assert mailbox.reads == 3  # message 1 once more; message 0 remembered
+    assert await sizes.listing(store, "alice", mailbox, snapshot) is second
+    assert mailbox.reads == 3
+
+
+async def test_surrogate_sizes_are_bounded_per_maildrop() -> None:
+    # Only each maildrop's latest listing is kept; the least recently listed
+    # maildrops go first past the bound, never the one just listed.
+    mail = [b"Subject: %d\n\nbody\n" % n for n in range(4)]
+    snapshot = snapshot_of(mail)
+    sizes = SurrogateSizes(max_messages=5)
+    store = MemoryStore({})
+    alice = SnapshotMailbox(mail, snapshot)
+    await sizes.listing(store, "alice", alice, snapshot)
+    await sizes.listing(store, "alice", alice, snapshot[2:])  # two were deleted
+    assert alice.reads == 4
+    assert await sizes.listing(store, "alice", alice, snapshot) == snapshot
+    assert alice.reads == 6  # the deleted two were forgotten
+    bob = SnapshotMailbox(mail, snapshot)
+    await sizes.listing(store, "bob", bob, snapshot)  # 8 > 5: alice's goes
+    await sizes.listing(store, "alice", alice, snapshot)
+    assert alice.reads == 10
+    big = SnapshotMailbox(mail * 3, snapshot_of(mail * 3))
+    await sizes.listing(store, "carol", big, big.snapshot)  # alone past the bound: kept
+    await sizes.listing(store, "carol", big, big.snapshot)
+    assert big.reads == 12
 
 
 @pytest.mark.rfc("1939", "5")

@@ -36,6 +36,12 @@ class MessageInfo:
         size: The size in octets as sent on the wire with CRLF line ends, without
             byte-stuffing (RFC 1939 section 11); see :func:`trio_pop3.wire_size`.
         key: Backend-private data that locates the message (a file name, a row id).
+
+    Between listings an unchanged message should give an equal entry, and a message
+    whose bytes changed (or a new message that took over a row id) a different one:
+    :class:`~trio_pop3.mailbox.MailboxHandler` remembers per-message facts by it,
+    such as the size of a downgraded header's surrogate.  The Maildir backend's key
+    holds the file's inode, mtime and size for this.
     """
 
     uid: str

@@ -29,9 +29,9 @@ runs it in a worker thread, one at a time.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -61,9 +61,11 @@ logger = logging.getLogger("trio_pop3")
 #: itself takes the rest of a header for body.
 HEADER_SCAN_LIMIT = 1024 * 1024
 
-#: Messages whose size change is kept per process: at about 150 octets each, 50,000
-#: are 7 MB, a thousand maildrops of 50 messages.  Past it the oldest are dropped
-#: and read again at their next login.
+#: Messages whose size change is kept per process, in the latest listing of each
+#: maildrop: 50,000 are about 10 MB (a dict slot, and the backend's entry and
+#: surrogate entry, which its own snapshot mostly shares), a thousand maildrops of
+#: 50 messages.  Past it the maildrops logged into least recently are dropped and
+#: read again at their next login.
 SIZE_CACHE_ENTRIES = 50_000
 
 #: Worker threads recoding headers at once.  The recoding holds the interpreter lock
@@ -75,10 +77,6 @@ DOWNGRADE_THREADS = 1
 _DOWNGRADE_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
     "trio_pop3_downgrade_limiter"
 )
-
-#: Surrogate listings kept by the identity of the backend's snapshot: one per
-#: maildrop that is logged into again while unchanged.
-LISTING_MEMO_ENTRIES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +158,39 @@ async def aclose(iterator: AsyncIterator[bytes]) -> None:
         await close()
 
 
+@dataclass(slots=True)
+class _Maildrop:
+    """What :class:`SurrogateSizes` keeps of one maildrop: its latest listing."""
+
+    #: The backend's snapshot the listing was made from, if it can be reused for the
+    #: same snapshot object (a tuple, every header read); else None.
+    snapshot: Sequence[MessageInfo] | None
+    listing: Sequence[MessageInfo]
+    #: The size change of each message of that snapshot whose header was read.
+    growth: dict[MessageInfo, int]
+
+
 class SurrogateSizes:
-    """Per-process memory of size changes, and the listings built from it."""
+    """Per-process memory of size changes, and the listings built from it.
 
-    __slots__ = ("_growth", "_listings", "_max_entries")
+    Kept per maildrop (store and user), for its latest listing only: the entries of
+    messages that are gone leave with the next login, and a listing made while a
+    header could not be read is never reused.  Whole maildrops are dropped, least
+    recently logged into first, once the messages remembered pass ``max_messages``;
+    the maildrop just listed always stays, however large.
+    """
 
-    def __init__(self, max_entries: int = SIZE_CACHE_ENTRIES) -> None:
-        self._growth: dict[tuple[MailStore, str, MessageInfo], int] = {}
-        self._listings: dict[int, tuple[Any, ...]] = {}
-        self._max_entries = max_entries
+    __slots__ = ("_drops", "_max_messages", "_messages")
+
+    def __init__(self, max_messages: int = SIZE_CACHE_ENTRIES) -> None:
+        self._drops: OrderedDict[tuple[MailStore, str], _Maildrop] = OrderedDict()
+        self._max_messages = max_messages
+        self._messages = 0
+
+    def clear(self) -> None:
+        """Forget everything (for tests)."""
+        self._drops.clear()
+        self._messages = 0
 
     async def listing(
         self, store: MailStore, user: str, mailbox: Mailbox, messages: Sequence[MessageInfo]
@@ -181,51 +203,69 @@ class SurrogateSizes:
         Raises:
             trio.Cancelled: the scan is cancellable between and within reads.
         """
-        memo = self._listings.get(id(messages))
-        if memo is not None and memo[0] is messages and memo[1] is store and memo[2] == user:
-            result: Sequence[MessageInfo] = memo[3]
-            return result
+        key = (store, user)
+        drop = self._drops.get(key)
+        if drop is not None:
+            self._drops.move_to_end(key)
+            if drop.snapshot is messages:
+                return drop.listing
+        known = drop.growth if drop is not None else {}
+        growth: dict[MessageInfo, int] = {}
         listed: list[MessageInfo] = []
         changed = False
-        for message in messages:
-            growth = await self._growth_of(store, user, mailbox, message)
-            if growth:
+        complete = True
+        for index, message in enumerate(messages):
+            try:
+                size_change = known.get(message)
+                hashable = True
+            except TypeError:  # a backend key that cannot be hashed: read it each time
+                size_change, hashable = None, False
+            if size_change is None:
+                size_change = await _growth_or_none(mailbox, message)
+                if size_change is not None and hashable:
+                    growth[message] = size_change
+                else:
+                    complete = False  # not remembered: the next login reads it again
+                    size_change = size_change or 0
+            else:
+                growth[message] = size_change
+                if index % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                    await trio.lowlevel.checkpoint()  # a large maildrop, all remembered
+            if size_change:
                 changed = True
                 message = SurrogateInfo(
-                    message.uid, message.size + growth, message.key, stored=message
+                    message.uid, message.size + size_change, message.key, stored=message
                 )
             listed.append(message)
         result = tuple(listed) if changed else messages
-        if isinstance(messages, tuple):
-            if len(self._listings) >= LISTING_MEMO_ENTRIES:
-                del self._listings[next(iter(self._listings))]
-            # The entry holds the snapshot, so its id() cannot be reused meanwhile.
-            self._listings[id(messages)] = (messages, store, user, result)
+        reusable = complete and isinstance(messages, tuple)
+        self._remember(key, _Maildrop(messages if reusable else None, result, growth))
         return result
 
-    async def _growth_of(
-        self, store: MailStore, user: str, mailbox: Mailbox, message: MessageInfo
-    ) -> int:
-        key = (store, user, message)
-        try:
-            known = self._growth.get(key)
-            cacheable = True
-        except TypeError:  # a backend key that cannot be hashed: read it each time
-            known = None
-            cacheable = False
-        if known is not None:
-            return known
-        try:
-            growth = await _read_growth(mailbox, message)
-        except (MailboxError, OSError) as exc:
-            logger.debug("cannot read a header to size its surrogate: %s", exc)
-            await trio.lowlevel.checkpoint()
-            return 0
-        if cacheable:
-            if len(self._growth) >= self._max_entries:
-                del self._growth[next(iter(self._growth))]
-            self._growth[key] = growth
-        return growth
+    def _remember(self, key: tuple[MailStore, str], drop: _Maildrop) -> None:
+        old = self._drops.pop(key, None)
+        if old is not None:
+            self._messages -= len(old.growth)
+        self._drops[key] = drop
+        self._messages += len(drop.growth)
+        while self._messages > self._max_messages and len(self._drops) > 1:
+            _, evicted = self._drops.popitem(last=False)
+            self._messages -= len(evicted.growth)
+
+
+#: While a listing reuses remembered sizes, it lets other sessions run every so many
+#: messages, so that a maildrop of 100,000 does not hold the event loop.
+_CHECKPOINT_EVERY = 1000
+
+
+async def _growth_or_none(mailbox: Mailbox, message: MessageInfo) -> int | None:
+    """:func:`_read_growth`, or None if the message cannot be read now."""
+    try:
+        return await _read_growth(mailbox, message)
+    except (MailboxError, OSError) as exc:
+        logger.debug("cannot read a header to size its surrogate: %s", exc)
+        await trio.lowlevel.checkpoint()
+        return None
 
 
 async def _read_growth(mailbox: Mailbox, message: MessageInfo) -> int:
