@@ -1277,8 +1277,10 @@ class MaildirMailbox(Mailbox):
         A message another program already removed counts as removed; one it moved
         to ``cur/`` or renamed is found by its base name, inode, mtime and size.
         Other names of a removed file (hard links) in ``cur/`` and ``new/`` with its
-        base name are removed too, so the message does not come back.  Every
-        message is tried even if some fail.  No other file is touched.
+        base name are removed too, so the message does not come back.  A file
+        rewritten in place since the listing is not the message the client marked:
+        it is kept, and counts as not removed.  Every message is tried even if
+        some fail.  No other file is touched.
 
         Raises:
             MailboxError: some files could not be removed (``[SYS/TEMP]`` "Some
@@ -1342,7 +1344,9 @@ class MaildirMailbox(Mailbox):
                 if current is None:
                     if os.path.lexists(path):
                         # Rewritten in place or replaced since the listing: what the
-                        # client marked is not what is there now, so it stays.
+                        # client marked is not what is there now, so it stays, and
+                        # QUIT says so (RFC 1939 section 6).
+                        failures += 1
                         logger.warning(
                             "Maildir %s: %s changed since it was listed; not removed",
                             self._path,
