@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import pytest
+import trio
 from pop3_support import (
     ALICE_MESSAGES,
     MAILBOX_USERS,
@@ -21,7 +22,7 @@ from pop3_support import (
 )
 from test_sasl import ScramClient
 
-from trio_pop3 import DEFAULT_MECHANISMS, CramMD5Mechanism, MailboxError, wire_size
+from trio_pop3 import DEFAULT_MECHANISMS, CramMD5Mechanism, Limits, MailboxError, wire_size
 from trio_pop3.mailbox import (
     Mailbox,
     MailboxHandler,
@@ -1040,3 +1041,23 @@ async def test_last_off_memory_backend_starts_at_zero(
     async with memory_session(factory) as s:
         await logged_in(s.client)
         assert await s.client.command("LAST") == "+OK 0"
+
+
+@pytest.mark.rfc("5034", "4")
+async def test_cancelled_exchanges_count_as_bad_commands(mailbox_factory: Factory) -> None:
+    # SASL-05: "*" cancels, answered -ERR without a delay; but each exchange may cost
+    # a password hash, so a client looping AUTH and "*" meets max_bad_commands.
+    async with memory_session(mailbox_factory, limits=Limits(max_bad_commands=3)) as s:
+        for _ in range(4):
+            assert await s.client.command("AUTH PLAIN") == "+ "
+            assert await s.client.command("*") == "-ERR Authentication aborted by client."
+        with trio.fail_after(10):
+            assert await s.client.read_to_eof() == b"-ERR Too many bad commands.\r\n"
+    async with memory_session(mailbox_factory, limits=Limits(max_bad_commands=3)) as s:
+        for _ in range(3):  # a completed command in between starts the count again
+            assert await s.client.command("AUTH PLAIN") == "+ "
+            assert await s.client.command("*") == "-ERR Authentication aborted by client."
+        assert (await s.client.multi("CAPA"))[0].startswith("+OK")
+        assert await s.client.command("AUTH PLAIN") == "+ "
+        assert await s.client.command("*") == "-ERR Authentication aborted by client."
+        await logged_in(s.client)

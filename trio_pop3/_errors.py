@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 __all__ = [
     "AuthenticationFailed",
@@ -45,6 +46,11 @@ class POP3Error(Exception):
             if arg is None:
                 raise POP3Error("argument required")
     """
+
+    #: Whether the command also counts towards ``Limits.max_bad_commands``, as an
+    #: unknown command does (a subclass sets it; :class:`~trio_pop3.SASLCancelled`
+    #: does, so a client cannot start and abort exchanges forever).
+    counts_as_bad_command: ClassVar[bool] = False
 
     def __init__(self, text: str = "", code: ResponseCode | str | None = None) -> None:
         super().__init__(text)

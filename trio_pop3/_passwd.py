@@ -43,7 +43,7 @@ import math
 import os
 import secrets
 import stat
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -381,6 +381,10 @@ def default_hash_limiter() -> trio.CapacityLimiter:
         return limiter
 
 
+#: SCRAM verifiers remembered per process (PBKDF2 for a PLAIN entry takes about
+#: 3 ms): about 300 octets each, so 10,000 users are 3 MB.
+SCRAM_CACHE_ENTRIES = 10_000
+
 #: Key for the SCRAM salts of PLAIN entries: random per process, like the key the SASL
 #: layer derives unknown users' salts with.
 _PLAIN_SCRAM_SALT_KEY: Final = secrets.token_bytes(32)
@@ -399,6 +403,9 @@ class _Loaded:
     dummy: str
     #: Users whose entry has a login control field (see LOGIN_CONTROL_FIELDS).
     refused: frozenset[str] = frozenset()
+    #: A made-up PLAIN entry whose SCRAM verifier an unknown user costs, when the
+    #: file has PLAIN entries (whose verifiers are derived per user); else None.
+    scram_dummy: str | None = None
 
     def stored(self, user: str) -> str | None:
         """The stored password of a user who may log in; None otherwise."""
@@ -462,6 +469,11 @@ class PasswdFileAuthenticator(Authenticator):
         self._reload = reload
         self._limiter = limiter
         self._next_check = -math.inf
+        #: SCRAM verifiers derived from PLAIN entries, and the None of unknown users,
+        #: by (user, stored password): see get_scram_credentials().
+        self._scram_cache: OrderedDict[tuple[str, str | None], ScramCredentials | None] = (
+            OrderedDict()
+        )
         passwd = PasswdFile.load(self._path)
         #: Signature of the file version last read, even if it failed to parse.
         self._seen = passwd._signature
@@ -548,14 +560,31 @@ class PasswdFileAuthenticator(Authenticator):
             The verifier (PBKDF2 for a PLAIN entry) is computed in a worker thread
             under ``limiter``; see the class notes.
         """
-        stored = (await self._current()).stored(user)
-        if not stored:
-            return None
+        loaded = await self._current()
+        stored = loaded.stored(user) or None
+        key = (user, stored)
+        cache = self._scram_cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
         salt = hmac.digest(_PLAIN_SCRAM_SALT_KEY, user.encode("utf-8", "surrogatepass"), "sha256")
-        return await trio.to_thread.run_sync(
-            functools.partial(scram_sha256_credentials, stored, salt=salt[:SALT_SIZE]),
-            limiter=self._hash_limiter(),
-        )
+        # An unknown user costs what a PLAIN entry costs (one PBKDF2 on a made-up
+        # password), if the file has any: deriving a verifier takes 3 ms, answering
+        # "unknown" 0.3 ms, which told users apart (found by an audit).  Either is
+        # done once per user and remembered, so repeated exchanges cost nothing.
+        source = stored if stored is not None else loaded.scram_dummy
+        credentials = None
+        if source is not None:
+            credentials = await trio.to_thread.run_sync(
+                functools.partial(scram_sha256_credentials, source, salt=salt[:SALT_SIZE]),
+                limiter=self._hash_limiter(),
+            )
+        if stored is None:
+            credentials = None
+        cache[key] = credentials
+        if len(cache) > SCRAM_CACHE_ENTRIES:
+            cache.popitem(last=False)
+        return credentials
 
     async def scram_credentials(self, user: str) -> ScramCredentials | None:
         """Same as :meth:`get_scram_credentials`."""
@@ -656,7 +685,9 @@ class PasswdFileAuthenticator(Authenticator):
                     entry.user,
                     ", ".join(controls),
                 )
-        return _Loaded(passwd, self._pick_dummy(passwd), frozenset(refused))
+        has_plain = any(_scheme_key(v) in _PLAIN_NAMES for v in passwd.values() if v)
+        scram_dummy = "{PLAIN}" + secrets.token_urlsafe() if has_plain else None
+        return _Loaded(passwd, self._pick_dummy(passwd), frozenset(refused), scram_dummy)
 
     @staticmethod
     def _pick_dummy(passwd: PasswdFile) -> str:

@@ -82,8 +82,12 @@ class SASLCancelled(POP3Error):
     """The client cancelled the exchange with ``*`` (RFC 5034 section 4, SASL-05).
 
     Answered ``-ERR Authentication aborted by client.`` (Dovecot's text), without a
-    response code and without a failure delay: no credentials were tried.
+    response code and without a failure delay: no credentials were tried.  It
+    counts towards ``Limits.max_bad_commands``: each exchange may cost the server a
+    password hash, and a client looping ``AUTH`` and ``*`` was not limited.
     """
+
+    counts_as_bad_command = True
 
     def __init__(self, text: str = "Authentication aborted by client.") -> None:
         super().__init__(text)

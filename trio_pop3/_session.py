@@ -811,6 +811,8 @@ async def _command_failed(
             return
         raise exc
     await _answer_exception(handler, session, exc, f"{name} command")
+    if isinstance(exc, POP3Error) and exc.counts_as_bad_command:
+        _count_bad(session)
 
 
 async def _answer_exception(
