@@ -1396,3 +1396,35 @@ async def test_nologin_user_is_refused_on_the_wire(tmp_path: Path) -> None:
         async with memory_session(passwd_handler(path)) as s:
             reply = await log_in(s.client, method, "ok", "Secr3t-pw")
             assert reply.startswith("+OK Logged in"), (method, reply)
+
+
+async def test_an_overlong_stored_password_is_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An audit's 1 MB {PLAIN} entry stalled every session 3 s per login (SASLprep of
+    # the stored secret on the event loop); as the only entry, it became the dummy
+    # every unknown user was checked against and hung the server.  Past
+    # MAX_STORED_PASSWORD a field is damage: reported at load, never matched,
+    # never the dummy, never prepared.
+    huge = "{PLAIN}" + "x" * 1_000_000
+    path = tmp_path / "passwd"
+    path.write_text(f"mallory:{huge}\nalice:{{PLAIN}}secret\n")
+
+    def no_saslprep(text: str, *args: object, **kwargs: object) -> str:
+        assert len(text) < 10_000, "SASLprep of the huge entry"
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    real = _schemes.saslprep  # type: ignore[attr-defined]
+    monkeypatch.setattr(_schemes, "saslprep", no_saslprep)
+    auth = PasswdFileAuthenticator(path, reload=False)
+    assert "damaged PLAIN password data (1 users)" in caplog.text
+    assert auth._loaded.dummy != huge
+    assert not await auth.check_password("mallory", "x" * 1_000_000)
+    assert not await auth.check_password("nobody", "x")
+    assert await auth.check_password("alice", "secret")
+    assert await auth.get_secret("mallory") is None
+    assert await auth.get_scram_credentials("mallory") is None
+    assert not verify_password(huge, "x")
+    only = tmp_path / "only"
+    only.write_text(f"mallory:{huge}\n")
+    assert PasswdFileAuthenticator(only, reload=False)._loaded.dummy != huge

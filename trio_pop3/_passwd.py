@@ -59,6 +59,7 @@ from ._schemes import (
     ARGON2_TIME_COST as ARGON2_TIME_COST,
     BCRYPT_ROUNDS as BCRYPT_ROUNDS,
     DEFAULT_SCHEME as DEFAULT_SCHEME,
+    MAX_STORED_PASSWORD,
     SALT_SIZE as SALT_SIZE,
     SCRAM_ITERATIONS as SCRAM_ITERATIONS,
     SCRAM_MIN_ITERATIONS as SCRAM_MIN_ITERATIONS,
@@ -530,7 +531,7 @@ class PasswdFileAuthenticator(Authenticator):
             notes.
         """
         stored = (await self._current()).stored(user)
-        if not stored:
+        if not stored or len(stored) > MAX_STORED_PASSWORD:
             return None
         try:
             parsed = _parse(stored)
