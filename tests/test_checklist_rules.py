@@ -943,7 +943,14 @@ async def test_tls11_stls_after_utf8_is_refused(
     session; the plaintext session goes on."""
     running = await start(nursery, server_context)
     stream, client = await plain_client(running.port)
+    _, before = await client.multi("CAPA")
+    assert b"STLS" in before
+    # USER is not offered before TLS here (TLS-05), so neither is "UTF8 USER".
+    assert b"UTF8" in before
+    assert b"UTF8 USER" not in before
     assert await client.command("UTF8") == "+OK UTF8 enabled."
+    _, after = await client.multi("CAPA")
+    assert b"STLS" not in after  # CAPA shows what may be used now (RFC 2449 section 5)
     assert await client.command("STLS") == "-ERR STLS is not allowed after UTF8."
     assert await client.command("NOOP") == "-ERR NOOP not allowed in AUTHORIZATION state."
     assert (await client.command("QUIT")).startswith("+OK")

@@ -960,6 +960,7 @@ async def test_a_second_reply_to_one_command_is_refused_and_logged(
         (" 3 ", 3),
         ("\u0661", "Invalid message number."),  # an Arabic-Indic 1: isdecimal() says yes
         ("\uff12", "Invalid message number."),  # a full-width 2
+        ("\xa01", "Invalid message number."),  # a no-break space is not a blank here
         ("+1", "Invalid message number."),
         ("0", "No such message."),
         ("4", "No such message."),

@@ -305,7 +305,7 @@ class POP3Handler:
         if arg is None:
             raise POP3Error("Message number required.")
         try:
-            number = parse_message_number(arg.strip())
+            number = parse_message_number(arg.strip(" \t"))  # ASCII blanks only
         except ValueError:
             raise POP3Error("Invalid message number.") from None
         if not 1 <= number <= count:

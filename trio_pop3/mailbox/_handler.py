@@ -235,8 +235,11 @@ class MailboxHandler(POP3Handler):
             caps.insert(at, f"LOGIN-DELAY {self.login_delay.seconds}")
         if self.expire is not None:
             caps.insert(at, f"EXPIRE {self.expire}")
-        # RFC 6856 section 2: UTF8 command; USER: UTF-8 user names and passwords.
-        caps.insert(at, "UTF8 USER")
+        # RFC 6856 section 2: UTF8 command; USER: UTF-8 user names and passwords
+        # (only where USER is offered).
+        caps.insert(at, "UTF8 USER" if "USER" in caps else "UTF8")
+        if self.utf8 and "STLS" in caps:
+            caps.remove("STLS")  # refused after UTF8 (UTF8-08): not offered either
         caps.insert(caps.index("PIPELINING") + 1, "AUTH-RESP-CODE")
         return caps
 
@@ -460,7 +463,7 @@ class MailboxHandler(POP3Handler):
         if arg is None:
             raise POP3Error("Message number required.")
         try:
-            return self._drop.lookup(arg.strip())
+            return self._drop.lookup(arg.strip(" \t"))  # ASCII blanks only
         except NoSuchMessage as exc:
             raise POP3Error(str(exc)) from None
 
