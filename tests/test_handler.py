@@ -7,6 +7,7 @@ content).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator, Iterator
 
@@ -983,6 +984,44 @@ def test_a_hook_without_async_is_refused_at_class_definition(hook: str) -> None:
 
     with pytest.raises(TypeError, match=f"Plain.{hook} must be an 'async def' method"):
         type("Plain", (SkeletonHandler,), {hook: plain})
+
+
+class SyncCommitMixin:
+    def commit(self) -> None:  # a hook the framework awaits
+        raise AssertionError("never called")
+
+
+class SyncCommandMixin:
+    def pop3_XBAR(self, arg: str | None) -> None:
+        raise AssertionError("never called")
+
+
+@pytest.mark.parametrize("mixin", [SyncCommitMixin, SyncCommandMixin])
+def test_a_mixin_is_checked_too(mixin: type) -> None:
+    with pytest.raises(TypeError, match="must be an 'async def' method"):
+        type("Mixed", (mixin, SkeletonHandler), {})
+
+
+async def _reply_with(handler: POP3Handler, text: str, arg: str | None) -> None:
+    await handler.send_ok(text)
+
+
+class HelpersHandler(SkeletonHandler):
+    """Names no command reaches are free; a partialmethod of an async def is a command."""
+
+    extra_commands = {"XPART": ["AUTH"]}
+    pop3_greeting_suffix = "!"  # lower case: never a command
+
+    def pop3_helper(self) -> str:  # lower case: never a command
+        return "help" + self.pop3_greeting_suffix
+
+    pop3_XPART = functools.partialmethod(_reply_with, "partial")  # noqa: N815
+
+
+async def test_helpers_and_partialmethods_are_allowed() -> None:
+    async with memory_session(HelpersHandler) as s:
+        assert await s.client.command("XPART") == "+OK partial"
+        assert await s.client.command("helper") == "-ERR Unknown command: HELPER"
 
 
 def test_a_state_is_the_string_of_its_name() -> None:

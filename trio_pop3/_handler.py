@@ -50,6 +50,14 @@ def _method_name(command: str) -> str:
     return "pop3_" + command.replace("-", "_")
 
 
+def _could_be_command_method(name: str) -> bool:
+    """Whether ``name`` is one a command is dispatched to: ``pop3_`` and upper case.
+
+    Commands are upper-cased before the lookup, so ``pop3_helper`` never is one.
+    """
+    return name.startswith("pop3_") and name[5:] == name[5:].upper()
+
+
 @functools.lru_cache(maxsize=_MEMO_SIZE)
 def _is_async(function: object) -> bool:
     # inspect.iscoroutinefunction costs more than a whole NOOP; ask once per function.
@@ -137,20 +145,35 @@ class POP3Handler:
         word, and a plain ``def commit`` ran, then failed QUIT.  ``pop3_NAME =
         None`` still removes an inherited command.
 
+        Names a command cannot reach (``pop3_helper``, in lower case) are free for
+        anything; ``functools.partialmethod`` of an ``async def`` counts as one, and
+        mixins listed before the handler base class are checked too.
+
         Raises:
-            TypeError: a ``pop3_*`` attribute is neither None nor an ``async def``,
-                or a hook the framework awaits (``on_connect``, ``commit``,
+            TypeError: a ``pop3_NAME`` attribute is neither None nor an ``async
+                def``, or a hook the framework awaits (``on_connect``, ``commit``,
                 ``disconnect``, ``unknown``, ``on_tls``) is not an ``async def``.
         """
         super().__init_subclass__(**kwargs)
-        for name, value in vars(cls).items():
-            if name in _AWAITED_HOOKS:
-                if value is None:
-                    raise TypeError(f"{cls.__qualname__}.{name} must be an 'async def' method")
-            elif not name.startswith("pop3_") or value is None:
+        # This class's own names, and those of mixins before POP3Handler in the MRO
+        # (other handler classes were checked when they were defined).
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if klass is cls or not (klass is object or issubclass(klass, POP3Handler)):
+                names.update(vars(klass))
+        for name in names:
+            if name not in _AWAITED_HOOKS and not _could_be_command_method(name):
                 continue
-            function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-            if not inspect.iscoroutinefunction(function):
+            value = inspect.getattr_static(cls, name)
+            if value is None:
+                if name in _AWAITED_HOOKS:
+                    raise TypeError(f"{cls.__qualname__}.{name} must be an 'async def' method")
+                continue  # pop3_NAME = None removes an inherited command
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            if isinstance(value, functools.partialmethod):
+                value = value.func
+            if not inspect.iscoroutinefunction(value):
                 raise TypeError(
                     f"{cls.__qualname__}.{name} must be an 'async def' method (or None)"
                 )
