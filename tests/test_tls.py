@@ -19,7 +19,7 @@ import trio.testing
 import trustme
 from pop3_support import FAST_LIMITS, MAILBOX_USERS, Client
 
-from trio_pop3 import POP3Server
+from trio_pop3 import POP3Error, POP3Server
 from trio_pop3.mailbox import MailboxHandler, MemoryAuthenticator, MemoryStore
 
 MESSAGE = b"Subject: secret\n\n.dot line\nbody\n"
@@ -481,3 +481,34 @@ async def test_pop3s_quit_sends_close_notify(
     assert await client.command("QUIT") == "+OK goodbye"
     assert await client.read_to_eof() == b""
     await client.aclose()
+
+
+@pytest.mark.rfc("2595", "4")
+@pytest.mark.parametrize("error", [POP3Error("cannot forget"), RuntimeError("bug")])
+async def test_a_failing_on_tls_closes_the_connection(
+    nursery: trio.Nursery,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    error: Exception,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # STLS's +OK is sent before on_tls() runs, so a failure cannot be told to the
+    # client, and what the hook failed to forget must not outlive the plaintext:
+    # the connection ends (a -ERR after +OK would answer the client's next command).
+    class Forgetful(MailboxHandler):
+        async def on_tls(self) -> None:
+            raise error
+
+    store = MemoryStore({"alice": [MESSAGE]})
+    factory = functools.partial(Forgetful, store, MemoryAuthenticator(MAILBOX_USERS))
+    server = POP3Server(
+        factory, host="127.0.0.1", port=0, ssl_context=server_context, limits=FAST_LIMITS
+    )
+    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
+    stream, client = await plain_client(listeners[0].socket.getsockname()[1])
+    assert (await client.command("STLS")).startswith("+OK")
+    secure = await handshake(stream, client_context)
+    with trio.fail_after(10):
+        assert await secure.read_to_eof() == b""
+    await secure.aclose()
+    assert "on_tls() failed; closing the connection" in caplog.text

@@ -762,9 +762,11 @@ class POP3Handler:
             any command.
 
         Error handling:
-            As for a command method: a :class:`~trio_pop3.POP3Error` is answered
-            ``-ERR`` (over TLS, which stays on), any other exception is handled as
-            ``catch_errors`` says.
+            The client has had STLS's ``+OK`` and cannot be told of a failure, and
+            state the hook failed to forget must not outlive the plaintext (RFC
+            2595 section 4): any exception (:class:`~trio_pop3.POP3Error` too) is
+            logged and the connection closed, or, with ``catch_errors=False``,
+            propagates.
         """
 
     # -- built-in commands ---------------------------------------------------------
@@ -841,7 +843,18 @@ class POP3Handler:
         # RFC 2595 section 4: forget what the client said in plaintext.  A LANG
         # chosen there could have been injected (RFC 6856 section 7).
         self.language = type(self).language
-        await self.on_tls()
+        try:
+            await self.on_tls()
+        except ClientDisconnected:
+            raise
+        except Exception as exc:
+            # Its "+OK" is long sent, so the client cannot be told, and whatever the
+            # hook failed to forget may outlive the plaintext (RFC 2595 section 4):
+            # the connection ends (without UPDATE; STLS comes before login).
+            if not session.config.catch_errors:
+                raise
+            logger.error("%s on_tls() failed; closing the connection", session.label, exc_info=exc)
+            self.close_client()
 
 
 #: The hooks the framework awaits: a subclass must define them with ``async def``.
