@@ -654,6 +654,39 @@ def test_debug_without_logging_configured_goes_to_stderr() -> None:
     assert b"S: b'+OK goodbye'" in result.stderr
 
 
+DEBUG_THEN_LOGGING = """
+import logging, sys, trio, trio.testing, trio_pop3
+from pop3_support import SkeletonHandler
+
+async def main():
+    server_end, client_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, server_end)
+        await client_end.send_all(b"USER alice\\r\\nQUIT\\r\\n")
+        while await client_end.receive_some():
+            pass
+
+server = trio_pop3.POP3Server(SkeletonHandler, debug=True)
+logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="ROOT %(message)s")
+trio.run(main)
+"""
+
+
+def test_debug_then_logging_configured_prints_each_record_once() -> None:
+    """A program that configures logging after building its server (a common order)
+    gets the transcript through its own logging only, not a second copy on stderr."""
+    tests = str(Path(__file__).resolve().parent)
+    result = subprocess.run(
+        [sys.executable, "-c", DEBUG_THEN_LOGGING],
+        capture_output=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])},
+    )
+    assert result.stdout.count(b"C: b'USER alice'") == 1, result.stdout
+    assert b"USER alice" not in result.stderr, result.stderr
+
+
 async def test_a_login_by_assigning_the_state_forgets_the_address_failures(
     start_server: StartServer, connect: Connect
 ) -> None:

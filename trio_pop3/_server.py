@@ -79,8 +79,9 @@ class POP3Server:
             ``timeout``.  Dovecot uses 180 s.
         debug: Log a wire transcript at DEBUG level on the ``trio_pop3`` logger, with
             PASS, APOP and AUTH arguments masked.  If the program has configured no
-            logging at all, it goes to standard error (as the Perl original's
-            ``debug`` printed there); otherwise the program's logging decides.
+            logging at all when the first client connects, it goes to standard
+            error (as the Perl original's ``debug`` printed there); otherwise the
+            program's logging decides.
         send_errors_to_client: When a command method raises an unexpected exception,
             send its text in the ``-ERR`` (default: a generic text; the text could
             help an attacker).
@@ -149,8 +150,10 @@ class POP3Server:
     ) -> None:
         if pop3s_port is not None and ssl_context is None:
             raise ValueError("pop3s_port needs an ssl_context")
-        if debug and not logger.hasHandlers():
-            _log_to_stderr()
+        #: Whether debug output still has to be checked for a destination: at the
+        #: first connection, not here, since a program often configures logging
+        #: after building its server (records would then be printed twice).
+        self._debug_unchecked = debug
         problem = greeting_text_problem(greeting)
         if problem is not None:
             raise ValueError(f"the greeting {problem}")
@@ -460,6 +463,10 @@ class POP3Server:
         # reply must never wait for the client's delayed ACK (40 ms per command,
         # measured on a peer server; tests/test_server.py checks it stays off).
         try:
+            if self._debug_unchecked:
+                self._debug_unchecked = False
+                if not logger.hasHandlers():
+                    _log_to_stderr()
             peer = _peer_of(stream)
             label = f"{peer[0]}:{peer[1]}" if peer else "memory"
             limits = self.config.limits
