@@ -988,6 +988,25 @@ async def test_remove_vanished_and_moved_messages(root: Path, store: MaildirStor
         await mailbox.close()
 
 
+@pytest.mark.parametrize("gone", ["new", "both"])
+async def test_remove_after_the_maildir_vanished(
+    root: Path, store: MaildirStore, gone: str
+) -> None:
+    # RFC 1939 section 6: a message another program removed counts as removed, also
+    # when the whole of new/ (or cur/ and new/) went with it: QUIT says +OK.
+    maildir = root / "alice"
+    deliver(maildir, b"m\n", fsync=False)
+    mailbox = await store.open("alice")
+    try:
+        messages = await mailbox.list_messages()
+        shutil.rmtree(maildir / "new")
+        if gone == "both":
+            shutil.rmtree(maildir / "cur")
+        await mailbox.remove(messages)
+    finally:
+        await mailbox.close()
+
+
 async def test_remove_failure_reports_and_removes_the_others(
     root: Path, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

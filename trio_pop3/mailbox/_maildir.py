@@ -705,7 +705,11 @@ def _index_by_base(maildir: str) -> dict[tuple[str, _FileId], _Location]:
     """Map (base name, file id) of every file in ``cur/`` and ``new/`` to its location."""
     index: dict[tuple[str, _FileId], _Location] = {}
     for subdir in _SCAN_DIRS:
-        with os.scandir(os.path.join(maildir, subdir)) as entries:
+        try:
+            entries = os.scandir(os.path.join(maildir, subdir))
+        except FileNotFoundError:
+            continue  # removed by another program, with all it held
+        with entries:
             for entry in entries:
                 file_id = None if entry.name.startswith(".") else _entry_id(entry)
                 if file_id is not None:
