@@ -94,11 +94,11 @@ async def test_header_in_pieces_and_a_command_right_after_it(start_server: Start
     await client.aclose()
 
 
-async def test_implicit_tls_after_the_header(nursery: trio.Nursery) -> None:
-    # The header comes before the TLS handshake (a TCP balancer passes TLS through).
-    server_context, client_context = tls_contexts()
-    message = b"Subject: hi\n\nhello\n"
-    store = MemoryStore({"alice": [message]})
+async def start_tls_server(
+    nursery: trio.Nursery, server_context: ssl.SSLContext, messages: list[bytes]
+) -> list[int]:
+    """Serve alice's ``messages`` with TLS behind the PROXY protocol; return the ports."""
+    store = MemoryStore({"alice": messages})
     factory = functools.partial(MailboxHandler, store, MemoryAuthenticator(MAILBOX_USERS))
     server = POP3Server(
         factory,
@@ -110,7 +110,14 @@ async def test_implicit_tls_after_the_header(nursery: trio.Nursery) -> None:
         limits=Limits(auth_failure_delay=0),
     )
     listeners: list[trio.SocketListener] = await nursery.start(server.serve)
-    pop3s_port = listeners[1].socket.getsockname()[1]
+    return [listener.socket.getsockname()[1] for listener in listeners]
+
+
+async def test_implicit_tls_after_the_header(nursery: trio.Nursery) -> None:
+    # The header comes before the TLS handshake (a TCP balancer passes TLS through).
+    server_context, client_context = tls_contexts()
+    message = b"Subject: hi\n\nhello\n"
+    _, pop3s_port = await start_tls_server(nursery, server_context, [message])
     tcp = await trio.open_tcp_stream("127.0.0.1", pop3s_port)
     await tcp.send_all(V1)
     tls = trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1")
@@ -140,18 +147,7 @@ async def test_tls_ended_at_the_proxy_counts_as_tls(
     # A v2 header's PP2_TYPE_SSL TLV with PP2_CLIENT_SSL: the client spoke TLS to the
     # balancer, so no STLS is offered and plaintext logins are allowed (TLS-05).
     server_context, _ = tls_contexts()
-    store = MemoryStore({"alice": []})
-    factory = functools.partial(MailboxHandler, store, MemoryAuthenticator(MAILBOX_USERS))
-    server = POP3Server(
-        factory,
-        host="127.0.0.1",
-        port=0,
-        ssl_context=server_context,
-        proxy_protocol=LOOPBACK,
-        limits=Limits(auth_failure_delay=0),
-    )
-    listeners: list[trio.SocketListener] = await nursery.start(server.serve)
-    port = listeners[0].socket.getsockname()[1]
+    port, _ = await start_tls_server(nursery, server_context, [])
     ssl_tlv = b"\x20\x00\x05" + (b"\x01" if client_ssl else b"\x00") + bytes(4)
     body = bytes([192, 0, 2, 7, 127, 0, 0, 1]) + struct.pack("!HH", 40000, 995) + ssl_tlv
     header = PROXY_V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", len(body)) + body

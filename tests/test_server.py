@@ -640,16 +640,21 @@ trio.run(main)
 """
 
 
-def test_debug_without_logging_configured_goes_to_stderr() -> None:
-    """The Perl original's debug printed to STDERR; without logging set up, so do we."""
+def run_script(script: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``script`` in a fresh interpreter (its own logging set-up), with tests/ on the path."""
     tests = str(Path(__file__).resolve().parent)
-    result = subprocess.run(
-        [sys.executable, "-c", DEBUG_WITHOUT_LOGGING],
+    return subprocess.run(
+        [sys.executable, "-c", script],
         capture_output=True,
         timeout=60,
         check=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])},
     )
+
+
+def test_debug_without_logging_configured_goes_to_stderr() -> None:
+    """The Perl original's debug printed to STDERR; without logging set up, so do we."""
+    result = run_script(DEBUG_WITHOUT_LOGGING)
     assert b"C: b'USER alice'" in result.stderr, result.stderr
     assert b"S: b'+OK goodbye'" in result.stderr
 
@@ -675,14 +680,7 @@ trio.run(main)
 def test_debug_then_logging_configured_prints_each_record_once() -> None:
     """A program that configures logging after building its server (a common order)
     gets the transcript through its own logging only, not a second copy on stderr."""
-    tests = str(Path(__file__).resolve().parent)
-    result = subprocess.run(
-        [sys.executable, "-c", DEBUG_THEN_LOGGING],
-        capture_output=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])},
-    )
+    result = run_script(DEBUG_THEN_LOGGING)
     assert result.stdout.count(b"C: b'USER alice'") == 1, result.stdout
     assert b"USER alice" not in result.stderr, result.stderr
 
