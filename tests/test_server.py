@@ -623,12 +623,13 @@ def test_none_disables_a_timeout() -> None:
     assert POP3Server(SkeletonHandler, timeout=None, login_timeout=30).config.login_timeout == 30
 
 
-DEBUG_WITHOUT_LOGGING = """
-import trio, trio.testing, trio_pop3
+#: A debug=True session over memory streams in a fresh interpreter; ``{setup}`` runs
+#: after the server is built and before the session (logging configured, or not).
+DEBUG_SESSION = """
+import logging, sys, trio, trio.testing, trio_pop3
 from pop3_support import SkeletonHandler
 
 async def main():
-    server = trio_pop3.POP3Server(SkeletonHandler, debug=True)
     server_end, client_end = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.handle_stream, server_end)
@@ -636,8 +637,12 @@ async def main():
         while await client_end.receive_some():
             pass
 
+server = trio_pop3.POP3Server(SkeletonHandler, debug=True)
+{setup}
 trio.run(main)
 """
+
+DEBUG_WITHOUT_LOGGING = DEBUG_SESSION.format(setup="")
 
 
 def run_script(script: str) -> subprocess.CompletedProcess[bytes]:
@@ -659,22 +664,9 @@ def test_debug_without_logging_configured_goes_to_stderr() -> None:
     assert b"S: b'+OK goodbye'" in result.stderr
 
 
-DEBUG_THEN_LOGGING = """
-import logging, sys, trio, trio.testing, trio_pop3
-from pop3_support import SkeletonHandler
-
-async def main():
-    server_end, client_end = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.handle_stream, server_end)
-        await client_end.send_all(b"USER alice\\r\\nQUIT\\r\\n")
-        while await client_end.receive_some():
-            pass
-
-server = trio_pop3.POP3Server(SkeletonHandler, debug=True)
-logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="ROOT %(message)s")
-trio.run(main)
-"""
+DEBUG_THEN_LOGGING = DEBUG_SESSION.format(
+    setup='logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format="ROOT %(message)s")'
+)
 
 
 def test_debug_then_logging_configured_prints_each_record_once() -> None:
