@@ -883,13 +883,22 @@ async def test_tls07_require_tls_refuses_every_login_before_tls(
     assert await client.command("AUTH SCRAM-SHA-256 " + b64(bare)) == refused
     assert await client.command("AUTH PLAIN " + b64("\0alice\0secret")) == refused
     assert await client.command("USER alice") == refused
-    assert await client.command("APOP alice " + "0" * 32) == "-ERR APOP is not available."
+    assert await client.command("APOP alice " + "0" * 32) == refused
     assert await client.command("STLS") == "+OK Begin TLS negotiation now."
     secure = await starttls(stream, client_context)
     assert b"USER" in await capa(secure)
     await secure.login()
     first, _ = await secure.multi("RETR 1")
     assert first.startswith("+OK")
+    await secure.aclose()
+    # APOP after STLS, with the timestamp of the plaintext greeting (its only place).
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    client = Client(stream)
+    greeting = await client.reply()
+    assert await client.command("STLS") == "+OK Begin TLS negotiation now."
+    secure = await starttls(stream, client_context)
+    reply = await secure.command(f"APOP alice {apop_digest(greeting, 'secret')}")
+    assert reply.startswith("+OK")
     await secure.aclose()
 
 

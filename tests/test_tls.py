@@ -149,34 +149,39 @@ async def test_allow_insecure_auth(nursery: trio.Nursery, server_context: ssl.SS
 
 @pytest.mark.rfc("1939", "7")
 @pytest.mark.rfc("2595", "2.3")
-async def test_apop_only_on_the_implicit_tls_port(
+async def test_apop_before_stls_after_it_and_on_the_implicit_tls_port(
     nursery: trio.Nursery, server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
     # GREET-05: the timestamp is APOP's advertisement, and it can only be in the
-    # greeting.  On the STLS port the greeting is sent in plaintext, where passwords
-    # are not allowed, so it has none, and STLS cannot send it again.
+    # greeting, which on the STLS port goes out before TLS.  APOP sends no password
+    # (RFC 1939 section 7), so the plaintext policy that hides USER does not hide it
+    # (as with CRAM-MD5, and as in Dovecot): it works before STLS, after it (with the
+    # first greeting's timestamp) and on the implicit-TLS port.
     running = await start(nursery, server_context, apop=True)
 
+    def apop_login(pop: poplib.POP3) -> None:
+        assert pop.apop("alice", "secret").startswith(b"+OK")
+        assert pop.stat()[0] == 1
+        pop.quit()
+
     def client() -> None:
-        pop = poplib.POP3("127.0.0.1", running.port, timeout=10)
+        plain = poplib.POP3("127.0.0.1", running.port, timeout=10)
         try:
-            assert b"<" not in pop.getwelcome()
-            pop.stls(client_context)
-            # poplib's apop() itself refuses a greeting without a timestamp.
-            with pytest.raises(poplib.error_proto) as refused:
-                pop._shortcmd("APOP alice " + "0" * 32)  # type: ignore[attr-defined]
-            assert refused.value.args == (b"-ERR APOP is not available.",)
-            pop.user("alice")  # the other logins are offered after STLS
-            pop.pass_("secret")
-            pop.quit()
+            assert b"<" in plain.getwelcome()
+            assert "USER" not in plain.capa()  # the plaintext policy still holds
+            apop_login(plain)
         finally:
-            pop.close()
+            plain.close()
+        upgraded = poplib.POP3("127.0.0.1", running.port, timeout=10)
+        try:
+            upgraded.stls(client_context)
+            apop_login(upgraded)
+        finally:
+            upgraded.close()
         pops = poplib.POP3_SSL("127.0.0.1", running.pop3s_port, context=client_context)
         try:
             assert b"<" in pops.getwelcome()
-            assert pops.apop("alice", "secret").startswith(b"+OK")
-            assert pops.stat()[0] == 1
-            pops.quit()
+            apop_login(pops)
         finally:
             pops.close()
 

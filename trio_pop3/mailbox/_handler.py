@@ -65,12 +65,14 @@ class MailboxHandler(POP3Handler):
         store: Opens and locks maildrops.
         authenticator: Checks passwords (and supplies APOP secrets).
         apop: Offer APOP (a timestamp in the greeting).  Off by default: it needs
-            plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).  USER/PASS
+            plaintext secrets on the server and MD5 (RFC-CHECKLIST APOP-04).  It
+            sends no password, so like CRAM-MD5 it is offered with or without TLS
+            (as by Dovecot); ``require_tls`` holds it back until STLS.  USER/PASS
             stay available too, as in Dovecot; RFC 1939 section 13 advises against
             both for one mailbox, so a site that wants APOP alone sets ``pop3_USER =
             None`` and ``pop3_PASS = None`` in a subclass (for mypy, with ``# type:
             ignore[assignment]``).
-        allow_insecure_auth: Allow USER/PASS, APOP and plaintext SASL mechanisms on a
+        allow_insecure_auth: Allow USER/PASS and plaintext SASL mechanisms on a
             connection that is not encrypted even though the server offers TLS.
             Without an SSL context on the server, plaintext login is always allowed.
             A client in ``Limits.trusted_networks`` counts as secure (see
@@ -192,9 +194,12 @@ class MailboxHandler(POP3Handler):
     def greeting(self) -> str:
         """The server's greeting, plus the APOP timestamp when APOP is on (RFC 1939 §7)."""
         text = super().greeting()
-        # GREET-05: the timestamp *is* the APOP advertisement, so it appears only where
-        # APOP may be used.
-        if self.apop_enabled and self.plaintext_allowed() and self.login_allowed():
+        # GREET-05: the timestamp *is* the APOP advertisement, so it appears only when
+        # APOP is on.  It appears whatever the TLS policy: APOP never sends the
+        # password (RFC 1939 section 7), and the greeting is the only place for it,
+        # so one left out before STLS could never be used after it.  APOP before
+        # STLS under ``require_tls`` is refused as AUTH is.
+        if self.apop_enabled:
             rand = os.urandom(APOP_RANDOM_BYTES).hex()
             self._timestamp = f"<{os.getpid()}.{time.time_ns()}.{rand}@{self._s.config.hostname}>"
             text = fit_greeting(text, self._timestamp)
@@ -315,7 +320,9 @@ class MailboxHandler(POP3Handler):
             # RFC 1939 section 7 (APOP-02): after the greeting or a failed USER or
             # PASS, not right after a successful USER (whose name is now forgotten).
             raise POP3Error("APOP is not allowed after a successful USER.")
-        self._require_plaintext()
+        # Not the plaintext policy: the digest is no reusable password, as with
+        # CRAM-MD5 and SCRAM (and Dovecot offers APOP without TLS too).
+        self._require_secure_login()
         parts = (arg or "").split()
         if len(parts) != 2:
             raise POP3Error("Usage: APOP name digest")
