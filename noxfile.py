@@ -12,6 +12,10 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
+#: The real clients the interop tests run (Debian packages curl, fetchmail, mpop and
+#: getmail6; .ci/run installs them).
+INTEROP_CLIENTS = ("curl", "fetchmail", "mpop", "getmail")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -22,11 +26,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """Run the interop tests: curl and fetchmail against a real server.
+    """Run the interop tests: curl, fetchmail, mpop and getmail against a real server.
 
     Under CI a missing client is a failure, not a skip.
     """
-    missing = [tool for tool in ("curl", "fetchmail") if shutil.which(tool) is None]
+    missing = [tool for tool in INTEROP_CLIENTS if shutil.which(tool) is None]
     if missing and os.environ.get("CI"):
         session.error(f"interop clients missing: {', '.join(missing)} (see .ci/run)")
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "test"))

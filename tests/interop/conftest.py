@@ -13,8 +13,9 @@
   ``account`` (a fresh pool user with :data:`corpus.CORPUS` delivered) and
   ``server_factory`` (more servers, each stopped at teardown with exit status 0
   asserted).
-* :func:`require_tool` finds curl or fetchmail: a skip when missing, a failure when the
-  ``CI`` environment variable is set.
+* :func:`make_certificate` writes a trustme CA and server certificate for the TLS tests.
+* :func:`require_tool` finds a client (curl, fetchmail, mpop, getmail): a skip when
+  missing, a failure when the ``CI`` environment variable is set.
 
 ``tests/test_cli.py`` imports the helpers from here (``from interop.conftest import``).
 """
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import trustme
 from corpus import CORPUS, full_corpus
 
 from trio_pop3._passwd import hash_password
@@ -49,6 +51,7 @@ __all__ = [
     "ServerFactory",
     "ServerProcess",
     "list_one",
+    "make_certificate",
     "uidl_one",
     "cli_command",
     "cli_env",
@@ -135,6 +138,22 @@ def wait_for(
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)  # polling interval, not synchronisation
         delay = min(delay * 2, 0.1)
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """Write a test CA and a certificate for 127.0.0.1 and localhost into ``directory``.
+
+    Returns (CA file, certificate chain, private key), all PEM.  The subject common
+    name is ``localhost``: fetchmail 6.4 insists on one, which trustme omits by default.
+    """
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST, "localhost", common_name="localhost")
+    cafile, chain, key = directory / "ca.pem", directory / "chain.pem", directory / "key.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    cert.private_key_pem.write_to_path(str(key))
+    for blob in cert.cert_chain_pems:
+        blob.write_to_path(str(chain), append=True)
+    return cafile, chain, key
 
 
 def maildir_files(maildir: Path) -> set[str]:

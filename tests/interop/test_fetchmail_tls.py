@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import trustme
 from corpus import CORPUS
 
-from .conftest import HOST, MailSetup, ServerFactory, free_port, require_tool
+from .conftest import HOST, MailSetup, ServerFactory, free_port, make_certificate, require_tool
 from .test_fetchmail import FETCHMAIL_TIMEOUT, MDA_SCRIPT, assert_same_messages, check
 
 pytestmark = pytest.mark.interop
@@ -27,16 +26,7 @@ pytestmark = pytest.mark.interop
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(CA file, certificate chain, private key) for 127.0.0.1 and localhost."""
-    directory = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    # fetchmail 6.4 insists on a subject common name, which trustme omits by default.
-    cert = ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
-    cafile, chain, key = directory / "ca.pem", directory / "chain.pem", directory / "key.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    cert.private_key_pem.write_to_path(str(key))
-    for blob in cert.cert_chain_pems:
-        blob.write_to_path(str(chain), append=True)
-    return cafile, chain, key
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
