@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from corpus import CORPUS, full_corpus
+from corpus import CORPUS, expected_wire, full_corpus
 
 from trio_pop3._passwd import hash_password
 from trio_pop3.mailbox._maildir import deliver
@@ -53,6 +53,7 @@ __all__ = [
     "list_one",
     "make_certificate",
     "uidl_one",
+    "check_status",
     "cli_command",
     "cli_env",
     "SourcedPOP3",
@@ -63,6 +64,8 @@ __all__ = [
     "numbered",
     "pop3_login",
     "require_tool",
+    "run_client",
+    "sorted_with_lf",
     "run_cli",
     "session",
     "start_server",
@@ -138,6 +141,37 @@ def wait_for(
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)  # polling interval, not synchronisation
         delay = min(delay * 2, 0.1)
+
+
+def run_client(
+    command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a mail client to completion (bounded), with no input; capture its output."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def check_status(result: subprocess.CompletedProcess[str], status: int = 0) -> str:
+    """Check a client's exit status; return its output (stdout, then stderr)."""
+    log = result.stdout + result.stderr
+    assert result.returncode == status, f"exit status {result.returncode}:\n{log}"
+    return log
+
+
+def sorted_with_lf(messages: Sequence[bytes]) -> list[bytes]:
+    """What a client that stores LF line ends keeps of ``messages``, sorted.
+
+    For clients that write each message to its own file, whose names carry no order.
+    """
+    return sorted(expected_wire(message).replace(b"\r\n", b"\n") for message in messages)
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path, Path]:

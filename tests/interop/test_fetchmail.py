@@ -37,7 +37,15 @@ from pathlib import Path
 import pytest
 from corpus import CORPUS, expected_wire, full_corpus
 
-from .conftest import HOST, Account, MailSetup, ServerProcess, require_tool
+from .conftest import (
+    HOST,
+    Account,
+    MailSetup,
+    ServerProcess,
+    check_status as check,
+    require_tool,
+    run_client,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -120,27 +128,11 @@ class Fetchmail:
         ]  # fmt: skip
         env = dict(os.environ, FETCHMAILHOME=str(self.home), HOME=str(self.home))
         env.pop("FETCHMAILUSER", None)
-        return subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
-            timeout=FETCHMAIL_TIMEOUT,
-            env=env,
-            check=False,
-        )
+        return run_client(command, timeout=FETCHMAIL_TIMEOUT, env=env)
 
     def received(self) -> list[bytes]:
         """The messages the MDA got, in delivery order."""
         return [path.read_bytes() for path in sorted(self.out.iterdir())]
-
-
-def check(result: subprocess.CompletedProcess[str], status: int) -> str:
-    """Check fetchmail's exit status; return its log (``-v``: the POP3 transcript)."""
-    log = result.stdout + result.stderr
-    assert result.returncode == status, f"exit status {result.returncode}:\n{log}"
-    return log
 
 
 def fetches(log: str) -> int:

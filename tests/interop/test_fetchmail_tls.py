@@ -17,8 +17,17 @@ from pathlib import Path
 import pytest
 from corpus import CORPUS
 
-from .conftest import HOST, MailSetup, ServerFactory, free_port, make_certificate, require_tool
-from .test_fetchmail import FETCHMAIL_TIMEOUT, MDA_SCRIPT, assert_same_messages, check
+from .conftest import (
+    HOST,
+    MailSetup,
+    ServerFactory,
+    check_status as check,
+    free_port,
+    make_certificate,
+    require_tool,
+    run_client,
+)
+from .test_fetchmail import FETCHMAIL_TIMEOUT, MDA_SCRIPT, assert_same_messages
 
 pytestmark = pytest.mark.interop
 
@@ -83,16 +92,7 @@ def run_fetchmail(
         HOST,
     ]  # fmt: skip
     env = dict(os.environ, FETCHMAILHOME=str(home), HOME=str(home))
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        stdin=subprocess.DEVNULL,
-        timeout=FETCHMAIL_TIMEOUT,
-        env=env,
-        check=False,
-    )
+    result = run_client(command, timeout=FETCHMAIL_TIMEOUT, env=env)
     return result, out
 
 

@@ -15,13 +15,12 @@ message.  What getmail 6 does, which these tests rely on or work around:
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from corpus import CORPUS, expected_wire
+from corpus import CORPUS
 
 from .conftest import (
     HOST,
@@ -29,9 +28,12 @@ from .conftest import (
     MailSetup,
     ServerFactory,
     ServerProcess,
+    check_status,
     free_port,
     make_certificate,
     require_tool,
+    run_client,
+    sorted_with_lf,
 )
 from .test_fetchmail import MDA_SCRIPT
 
@@ -100,17 +102,7 @@ class Getmail:
             "--delete" if delete else "--dont-delete",
             "--all" if read_all else "--new",
         ]  # fmt: skip
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
-            timeout=GETMAIL_TIMEOUT,
-            check=False,
-        )
-        log = result.stdout + result.stderr
-        assert result.returncode == 0, f"exit status {result.returncode}:\n{log}"
+        log = check_status(run_client(command, timeout=GETMAIL_TIMEOUT))
         assert "error" not in log.lower(), log
         return log
 
@@ -124,17 +116,13 @@ class Getmail:
         return sorted(messages)
 
 
-def as_delivered(messages: list[bytes]) -> list[bytes]:
-    return sorted(expected_wire(message).replace(b"\r\n", b"\n") for message in messages)
-
-
 @pytest.mark.rfc("1939", "6")
 def test_fetch_and_delete(server: ServerProcess, mail_setup: MailSetup, tmp_path: Path) -> None:
     account = mail_setup.new_account(MESSAGES)
     getmail = Getmail(tmp_path, account, server.port)
     log = getmail.run(delete=True)
     assert f"{len(MESSAGES)} messages" in log
-    assert getmail.received() == as_delivered(MESSAGES)
+    assert getmail.received() == sorted_with_lf(MESSAGES)
     assert account.files() == set()  # deleted, and removed at QUIT
 
 
@@ -143,14 +131,14 @@ def test_new_mail_only(server: ServerProcess, mail_setup: MailSetup, tmp_path: P
     account = mail_setup.new_account(MESSAGES[:2])
     getmail = Getmail(tmp_path, account, server.port)
     getmail.run(delete=False, read_all=False)
-    assert getmail.received() == as_delivered(MESSAGES[:2])
+    assert getmail.received() == sorted_with_lf(MESSAGES[:2])
     # UIDL-03: the ids are the same next session, so nothing is fetched again...
     getmail.run(delete=False, read_all=False)
     assert len(getmail.received()) == 2
     # ...until a message arrives.
     account.deliver(MESSAGES[2])
     getmail.run(delete=False, read_all=False)
-    assert getmail.received() == as_delivered(MESSAGES[:3])
+    assert getmail.received() == sorted_with_lf(MESSAGES[:3])
     assert account.uids() == set(account.messages)  # nothing deleted
 
 
@@ -159,7 +147,7 @@ def test_apop(server: ServerProcess, mail_setup: MailSetup, tmp_path: Path) -> N
     account = mail_setup.new_account(MESSAGES[:1], plain=True)
     getmail = Getmail(tmp_path, account, server.port, extra="use_apop = true")
     getmail.run(delete=True)
-    assert getmail.received() == as_delivered(MESSAGES[:1])
+    assert getmail.received() == sorted_with_lf(MESSAGES[:1])
     assert account.files() == set()
 
 
@@ -182,5 +170,5 @@ def test_implicit_tls(
         extra=f"ca_certs = {cafile}",
     )
     getmail.run(delete=True)
-    assert getmail.received() == as_delivered(MESSAGES)
+    assert getmail.received() == sorted_with_lf(MESSAGES)
     assert account.files() == set()

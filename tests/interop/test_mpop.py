@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from corpus import CORPUS, expected_wire
+from corpus import CORPUS
 
 from .conftest import (
     HOST,
@@ -33,9 +33,12 @@ from .conftest import (
     MailSetup,
     ServerFactory,
     ServerProcess,
+    check_status as check,
     free_port,
     make_certificate,
     require_tool,
+    run_client,
+    sorted_with_lf,
 )
 
 pytestmark = pytest.mark.interop
@@ -74,32 +77,15 @@ class Mpop:
 
     def run(self, *options: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, HOME=str(self.directory))
-        return subprocess.run(
+        return run_client(
             [require_tool("mpop"), "-C", str(self.config), "--debug", *options, "test"],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
             timeout=MPOP_TIMEOUT,
             env=env,
-            check=False,
         )
 
     def received(self) -> list[bytes]:
         """The delivered messages, sorted (Maildir names carry no order)."""
         return sorted(path.read_bytes() for path in (self.out / "new").iterdir())
-
-
-def check(result: subprocess.CompletedProcess[str], status: int = 0) -> str:
-    """Check mpop's exit status; return its output (``--debug``: the POP3 transcript)."""
-    log = result.stdout + result.stderr
-    assert result.returncode == status, f"exit status {result.returncode}:\n{log}"
-    return log
-
-
-def as_delivered(messages: Sequence[bytes]) -> list[bytes]:
-    """What mpop writes for ``messages``: the reassembled message with LF line ends."""
-    return sorted(expected_wire(message).replace(b"\r\n", b"\n") for message in messages)
 
 
 #: Corpus messages that reach mpop unchanged: the UTF-8 one would arrive as the RFC
@@ -115,7 +101,7 @@ def test_pipelined_fetch_and_delete(
     account = mail_setup.new_account(MESSAGES)
     mpop = Mpop(tmp_path, account, server.port, ["tls off", "auth user", "keep off"])
     log = check(mpop.run())
-    assert mpop.received() == as_delivered(MESSAGES)
+    assert mpop.received() == sorted_with_lf(MESSAGES)
     # Every RETR went out before the first message came back: the pipelined batch.
     first_retr = log.index("--> RETR 1\n")
     first_reply = log.index("<-- +OK", first_retr)
@@ -132,7 +118,7 @@ def test_keep_fetches_only_new_mail(
     account = mail_setup.new_account(MESSAGES)
     mpop = Mpop(tmp_path, account, server.port, ["tls off", "auth user", "keep on"])
     check(mpop.run())
-    assert mpop.received() == as_delivered(MESSAGES)
+    assert mpop.received() == sorted_with_lf(MESSAGES)
     # UIDL-03: the same ids next session, so nothing is fetched again.
     again = check(mpop.run())
     assert "--> RETR" not in again
@@ -140,7 +126,7 @@ def test_keep_fetches_only_new_mail(
     account.deliver(late)
     third = check(mpop.run())
     assert third.count("--> RETR") == 1
-    assert mpop.received() == as_delivered([*MESSAGES, late])
+    assert mpop.received() == sorted_with_lf([*MESSAGES, late])
     # Nothing was deleted; what was retrieved is flagged seen.
     assert account.uids() == set(account.messages)
 
@@ -151,7 +137,7 @@ def test_apop(server: ServerProcess, mail_setup: MailSetup, tmp_path: Path) -> N
     mpop = Mpop(tmp_path, account, server.port, ["tls off", "auth apop", "keep off"])
     log = check(mpop.run())
     assert "--> APOP" in log
-    assert mpop.received() == as_delivered([CORPUS["dot-lines"]])
+    assert mpop.received() == sorted_with_lf([CORPUS["dot-lines"]])
 
 
 @pytest.mark.rfc("1939", "7")
@@ -227,7 +213,7 @@ def test_over_tls(
     mpop = Mpop(tmp_path / "mpop", account, port, settings)
     log = check(mpop.run())
     assert ("--> STLS" in log) != implicit
-    assert mpop.received() == as_delivered([CORPUS["dot-lines"], CORPUS["crlf-stored"]])
+    assert mpop.received() == sorted_with_lf([CORPUS["dot-lines"], CORPUS["crlf-stored"]])
     assert account.files() == set()
 
 
