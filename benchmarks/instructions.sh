@@ -49,6 +49,6 @@ callgrind_control -i off "$server" >/dev/null 2>&1
 callgrind_control -d "$server" >/dev/null 2>&1
 sessions=$(sed 's/.* sessions=\([0-9]*\).*/\1/' <<< "$result")
 errors=$(sed 's/.* errors=\([0-9]*\).*/\1/' <<< "$result")
-total=$(cat "$out"/cg.*.out* | awk '/^(summary|totals):/ {s += $2} END {print s}')
+total=$(cat "$out"/cg.*.out* | awk '/^(summary|totals):/ {s += $2} END {printf "%.0f\n", s}')
 echo "concurrency=$conc sessions=$sessions errors=$errors instructions=$total" \
     "per_session=$((total / sessions))"
