@@ -232,3 +232,58 @@ async def test_mailbox_read_error_after_first_chunk() -> None:
         assert (await session.client.command("RETR 1")).startswith("+OK")
         rest = await session.client.read_to_eof()
         assert not rest.endswith(b"\\r\\n.\\r\\n")
+
+
+def _frame_values(task: trio.lowlevel.Task) -> list[object]:
+    """The local variables of every frame in ``task``'s await chain."""
+    values: list[object] = []
+    awaitable: object = task.coro
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            values.extend(frame.f_locals.values())
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(
+            awaitable, "gi_yieldfrom", None
+        )
+    return values
+
+
+def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    tasks = [task]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            tasks.extend(_all_tasks(child))
+    return tasks
+
+
+async def test_idle_session_holds_no_password() -> None:
+    """A session waiting for its next command keeps no reference to the PASS line.
+
+    The command loop drops the last command's line and argument before it waits, so a
+    logged-in idle session (which may wait for minutes) neither keeps the password
+    reachable nor pays idle memory for it.
+    """
+    password = "Tr0ub4dor&3-only-here"
+    store = MemoryStore({"dave": [b"Subject: x\n\nbody\n"]})
+    handlers = functools.partial(MailboxHandler, store, MemoryAuthenticator({"dave": password}))
+    async with memory_session(handlers) as session:
+        assert (await session.client.command("USER dave")).startswith("+OK")
+        assert (await session.client.command(f"PASS {password}")).startswith("+OK")
+        await trio.testing.wait_all_tasks_blocked()
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        values = [
+            value
+            for task in _all_tasks(root)
+            if task is not trio.lowlevel.current_task()  # this test holds the password
+            for value in _frame_values(task)
+        ]
+        assert len(values) > 10  # the walk did reach the session's frames
+        held = [
+            value
+            for value in values
+            if isinstance(value, (str, bytes, bytearray, memoryview))
+            and password.encode() in (value.encode() if isinstance(value, str) else bytes(value))
+        ]
+        assert held == []
+        assert (await session.client.command("QUIT")).startswith("+OK")

@@ -52,6 +52,8 @@ from ._proto._state import State
 from ._util import run_protected
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._handler import POP3Handler
     from ._idle import IdleWatch
     from ._throttle import AddressTracker
@@ -622,6 +624,8 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
         if await _greet(handler, session):
             limits = session.config.limits
             debug = session.config.debug
+            arg: str | None
+            method: Callable[[str | None], Awaitable[None]] | None
             # The loop runs once per command: attributes, not properties, and no
             # helper coroutines on the way to the command method (each level costs).
             while not session.closing:
@@ -630,6 +634,10 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                 # and times).
                 line = session.buffered_line()
                 if line is None:
+                    # Hold nothing of the last command while waiting, perhaps for
+                    # minutes: a PASS argument is a password, and every object kept
+                    # is idle memory (about 0.2 KB per session).
+                    arg = method = None
                     line = await session.read_line(handler._state)
                 session.replied = False  # whatever comes next answers this line
                 if line is None:
@@ -648,6 +656,7 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                     await _bad_command(handler, session, str(exc))
                     continue
                 name, arg = command.name, command.arg
+                del command  # not kept alive while the next line is awaited
                 if len(line) + 2 > limits.max_command_line and name not in _CREDENTIAL_COMMANDS:
                     await _bad_command(handler, session, "Command line too long.")
                     continue

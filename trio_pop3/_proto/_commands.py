@@ -9,6 +9,7 @@ and trailing spaces (PASS takes the whole rest of the line, RFC 1939 section 7).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 __all__ = [
@@ -118,7 +119,9 @@ def _parse(line: bytes) -> Command:
             arg = arg.lstrip(" ")
     if len(name) > MAX_COMMAND_NAME or not name.isascii() or not name.isprintable():
         raise CommandSyntaxError("Unknown command.")
-    return Command(name.upper(), arg if arg else None)
+    # Interned: the name outlives the command (as previous_command), and every session
+    # idling after PASS would otherwise hold its own copy of "PASS".
+    return Command(sys.intern(name.upper()), arg if arg else None)
 
 
 def _clean(text: str) -> str:
