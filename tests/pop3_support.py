@@ -18,7 +18,7 @@ Top-level test modules import the helper types from here (``from pop3_support im
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -516,3 +516,11 @@ async def pipelined_burst(client: Client, n: int = 10_000) -> None:
             inner.start_soon(client.send, b"".join(lines))
             for i in range(n):
                 assert await client.reply() == (f"+OK {i}" if i % 1000 == 999 else "+OK")
+
+
+def walk_tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+    """Yield ``task`` and every task below it in the nursery tree."""
+    yield task
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            yield from walk_tasks(child)

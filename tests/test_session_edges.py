@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
-from pop3_support import FAST_LIMITS, MAILBOX_USERS, Client, memory_session
+from pop3_support import FAST_LIMITS, MAILBOX_USERS, Client, memory_session, walk_tasks
 
 import trio_pop3
 from trio_pop3.mailbox import Authenticator, MailboxHandler, MemoryAuthenticator, MemoryStore
@@ -248,14 +248,6 @@ def _frame_values(task: trio.lowlevel.Task) -> list[object]:
     return values
 
 
-def _all_tasks(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
-    tasks = [task]
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            tasks.extend(_all_tasks(child))
-    return tasks
-
-
 async def test_idle_session_holds_no_password() -> None:
     """A session waiting for its next command keeps no reference to the PASS line.
 
@@ -274,7 +266,7 @@ async def test_idle_session_holds_no_password() -> None:
         assert root is not None
         values = [
             value
-            for task in _all_tasks(root)
+            for task in walk_tasks(root)
             if task is not trio.lowlevel.current_task()  # this test holds the password
             for value in _frame_values(task)
         ]

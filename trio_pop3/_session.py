@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from ._handler import POP3Handler
     from ._idle import IdleWatch
+    from ._proto._commands import Command
     from ._throttle import AddressTracker
 
 
@@ -624,6 +625,7 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
         if await _greet(handler, session):
             limits = session.config.limits
             debug = session.config.debug
+            command: Command | None
             arg: str | None
             method: Callable[[str | None], Awaitable[None]] | None
             # The loop runs once per command: attributes, not properties, and no
@@ -637,7 +639,7 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                     # Hold nothing of the last command while waiting, perhaps for
                     # minutes: a PASS argument is a password, and every object kept
                     # is idle memory (about 0.2 KB per session).
-                    arg = method = None
+                    command = arg = method = None
                     line = await session.read_line(handler._state)
                 session.replied = False  # whatever comes next answers this line
                 if line is None:
@@ -656,7 +658,6 @@ async def run_session(handler: POP3Handler, session: Session) -> None:
                     await _bad_command(handler, session, str(exc))
                     continue
                 name, arg = command.name, command.arg
-                del command  # not kept alive while the next line is awaited
                 if len(line) + 2 > limits.max_command_line and name not in _CREDENTIAL_COMMANDS:
                     await _bad_command(handler, session, "Command line too long.")
                     continue

@@ -112,6 +112,18 @@ def test_parse_command_rejects(line: bytes) -> None:
     assert "\n" not in text
 
 
+def test_parse_command_shares_one_name_string() -> None:
+    """Command names are interned: lines never cached (PASS) still share the name.
+
+    Every idle session keeps its last command's name as previous_command; without
+    interning each one would hold a copy of "PASS".
+    """
+    first = parse_command(b"PASS one")
+    second = parse_command(b"pass two")
+    assert first.name == "PASS"
+    assert first.name is second.name
+
+
 # -- format_reply ------------------------------------------------------------------------
 
 

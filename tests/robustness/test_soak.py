@@ -24,13 +24,12 @@ import gc
 import os
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
-from pop3_support import Client
+from pop3_support import Client, walk_tasks
 from robust_support import MaildirFixture
 
 from trio_pop3 import Limits, POP3Server
@@ -56,13 +55,6 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def walk_tasks(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
-    yield task
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            yield from walk_tasks(child)
 
 
 def task_count() -> int:
